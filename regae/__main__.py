@@ -1,0 +1,5 @@
+import sys
+
+from regae.cli import main
+
+sys.exit(main())
