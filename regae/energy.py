@@ -38,8 +38,8 @@ DEFAULT_PANELS = [
     Panel("ae", "AE, over-complete code (no regularizer)"),
     Panel("ae", "AE, 1-D bottleneck", {"code_dim": 1}),
     Panel("dae", "Denoising AE (σ = 0.3)", {"noise_std": 0.3}),
-    Panel("sparse-ae", "Sparse AE (L1 on a 64-D code)", {"code_dim": 64, "sparsity_weight": 0.05}),
-    Panel("k-sparse-ae", "k-sparse AE (k = 2 of 64)", {"code_dim": 64, "k": 2}),
+    Panel("sparse-ae", "Sparse AE (L1 λ = 0.3, 64-D code)", {"code_dim": 64, "sparsity_weight": 0.3}),
+    Panel("k-sparse-ae", "k-sparse AE (k = 1 of 64)", {"code_dim": 64, "k": 1}),
     Panel("cae", "Contractive AE (λ = 0.5)", {"contraction_weight": 0.5, "code_activation": "tanh"}),
     Panel("vae", "VAE", {"code_dim": 2}),
 ]

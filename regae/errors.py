@@ -19,3 +19,7 @@ class CheckpointError(RegaeError):
 
 class NonFiniteLossError(RegaeError, FloatingPointError):
     """A training loss became NaN or Inf."""
+
+
+class NotGenerativeError(RegaeError, NotImplementedError):
+    """The model has no prior to sample from."""

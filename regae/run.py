@@ -42,8 +42,12 @@ def _setup_torch(cfg: ExperimentConfig, rank: int) -> None:
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
-    # same initial weights on every process (DDP also broadcasts them); a different noise stream per rank
-    torch.manual_seed(t.seed)
+    torch.manual_seed(t.seed)  # the same initial weights on every process (DDP also broadcasts rank 0's)
+
+
+def _seed_noise(cfg: ExperimentConfig, rank: int) -> None:
+    """After the model is built: each process draws its own noise (corruption, reparameterization)."""
+    torch.manual_seed(cfg.train.seed + 1_000_003 * rank)
 
 
 def _hardware(fabric) -> dict[str, Any]:
@@ -88,6 +92,7 @@ def train(cfg: ExperimentConfig, *, command: str | None = None) -> Path:
     _setup_torch(cfg, fabric.global_rank)
     splits = load_data(cfg.data)  # fails here, before anything is written, on bad data
     model = build_model(cfg, splits)
+    _seed_noise(cfg, fabric.global_rank)
     if fabric.is_global_zero:
         if run_dir.exists() and t.overwrite:
             shutil.rmtree(run_dir)
@@ -136,6 +141,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
     _setup_torch(cfg, fabric.global_rank)
     splits = load_data(cfg.data)
     model = build_model(cfg, splits)
+    _seed_noise(cfg, fabric.global_rank)  # as in train(), for a run killed before its first checkpoint
     from regae.engine.checkpoint import CheckpointManager
 
     latest = CheckpointManager(run_dir / "checkpoints").latest()

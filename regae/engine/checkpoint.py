@@ -101,7 +101,9 @@ def read_folder(
         state = json.loads(spath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{spath} is corrupt (not valid JSON: {e})") from None
-    expected = state.get("sha256", {}).get(tensor_file)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{spath} is corrupt (a JSON {type(state).__name__}, not a mapping)")
+    expected = (state.get("sha256") or {}).get(tensor_file)
     if verify and expected is not None and sha256(tpath) != expected:
         raise CheckpointError(f"{tpath} is corrupt or truncated: its SHA-256 does not match {spath}")
     try:

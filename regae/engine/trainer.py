@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -175,11 +176,9 @@ class Trainer:
             if sch is not None:
                 meta["schedulers"][p.name] = sch.state_dict()
         # RNG of every process (gathered so that rank r resumes with its own stream)
-        rng = torch.get_rng_state()
-        tensors["rng.torch"] = self.fabric.all_gather(rng.to(self.fabric.device)).cpu().reshape(-1, rng.numel())
-        if torch.cuda.is_available() and self.fabric.device.type == "cuda":
-            crng = torch.cuda.get_rng_state(self.fabric.device)
-            tensors["rng.cuda"] = self.fabric.all_gather(crng.to(self.fabric.device)).cpu().reshape(-1, crng.numel())
+        tensors["rng.torch"] = self._gather(torch.get_rng_state())
+        if self.fabric.device.type == "cuda":
+            tensors["rng.cuda"] = self._gather(torch.cuda.get_rng_state(self.fabric.device))
         meta.update(
             step=self.step,
             epoch=self.epoch,
@@ -189,6 +188,15 @@ class Trainer:
             schedules={k: getattr(self.raw_model, k) for k in self.cfg.train.schedules},
         )
         return tensors, meta
+
+    def _gather(self, state: Tensor) -> Tensor:
+        """One row per process (a no-op copy in a single process)."""
+        if self.fabric.world_size == 1:
+            return state.reshape(1, -1).clone()
+        with warnings.catch_warnings():  # Fabric's all_gather goes through a deprecated torch function
+            warnings.simplefilter("ignore", UserWarning)
+            rows = self.fabric.all_gather(state.to(self.fabric.device))
+        return rows.cpu().reshape(-1, state.numel())
 
     def load_state(self, folder: Path) -> None:
         tensors, meta = read_folder(folder)

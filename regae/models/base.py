@@ -20,7 +20,7 @@ from regae.config import check_choice, from_dict, to_dict
 from regae.data.base import ArrayDataset, DataSplits, check_array
 from regae.engine.checkpoint import read_folder, write_folder
 from regae.engine.phase import Batch, Phase
-from regae.errors import CheckpointError, ConfigError, DataError
+from regae.errors import CheckpointError, ConfigError, DataError, NotGenerativeError
 from regae.nn import build_decoder, build_encoder
 from regae.registry import MODELS
 
@@ -182,7 +182,7 @@ class Autoencoder(nn.Module):
         return m
 
     def sample(self, n: int) -> Tensor:
-        raise NotImplementedError(
+        raise NotGenerativeError(
             f"{type(self).__name__} is not a generative model: it has no prior to sample codes from. "
             "Use a VAE (or an AAE) for `regae sample`."
         )
@@ -212,7 +212,12 @@ class Autoencoder(nn.Module):
         model_cls = MODELS.get(model_type)
         if not issubclass(model_cls, cls):
             raise CheckpointError(f"{directory} holds a {model_type!r} model, not a {cls.__name__}")
-        config = from_dict(model_cls.config_class, meta["config"], "config")
+        if not isinstance(meta.get("config"), dict):
+            raise CheckpointError(f"{directory}/config.json has no 'config' mapping: not a regae model folder")
+        try:
+            config = from_dict(model_cls.config_class, meta["config"], "config")
+        except ConfigError as e:
+            raise CheckpointError(f"{directory}/config.json is invalid: {e}") from None
         model = model_cls(config)
         try:
             model.load_state_dict(tensors, strict=True)
@@ -241,6 +246,8 @@ class Autoencoder(nn.Module):
                 )
             )
         z = torch.cat([self.encode(x[i : i + 500]) for i in range(0, len(x), 500)])
+        if z.shape[1] == 1:  # a 1-D code: show it against a constant second axis, spread by label
+            z = torch.cat([z, torch.zeros_like(z) if y is None else y[:, None].float()], 1)
         figs.append(
             (
                 "Codes of held-out data" + (" (PCA)" if z.shape[1] > 2 else ""),
