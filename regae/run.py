@@ -210,6 +210,7 @@ def evaluate(run_dir: str | Path, split: str = "test") -> dict[str, float]:
     if data is None:
         raise ConfigError(f"dataset {cfg.data.name!r} has no {split!r} split")
     model.validate_input(data.x[:1])
+    model.attach_data(splits)
     with torch.no_grad():
         metrics = {f"{split}/{k}": v for k, v in model.evaluate(data).items()}
     name = "eval.json" if split == "test" else f"eval_{split}.json"
@@ -257,6 +258,7 @@ def write_report(run_dir: Path, *, model: Autoencoder, splits: DataSplits) -> Pa
             )
         )
     held_out = splits.test or splits.val or splits.train
+    model.attach_data(splits.to(next(model.parameters()).device))
     with torch.random.fork_rng():
         torch.manual_seed(0)
         figs += model.figures(held_out.to(next(model.parameters()).device), fig_dir, name=cfg.model_type)

@@ -132,6 +132,7 @@ class Trainer:
         self.total_steps = min(total_steps, t.max_steps) if t.max_steps else total_steps
 
         model = model.to(fabric.device)
+        model.attach_data(self.splits)
         self.raw_model = model
         self.phases: list[Phase] = model.phases()
         unknown = set(t.phase_optim) - {p.name for p in self.phases}

@@ -95,13 +95,18 @@ class Autoencoder(nn.Module):
             raise ConfigError("config.input_shape and config.likelihood must be set (complete_config fills them)")
         self.config = config
         self.input_shape = tuple(config.input_shape)
-        self.encoder = build_encoder(
-            config.architecture, self.input_shape, self.encoder_out_dim(), config.hidden, config.activation
-        )
-        self.decoder = build_decoder(
-            config.architecture, config.code_dim, self.input_shape, config.hidden, config.activation
-        )
         self._phase_losses: dict[str, Any] = {}
+        self.build_networks()
+
+    def build_networks(self) -> None:
+        """Create the encoder and decoder (subclasses with other parts override this)."""
+        c = self.config
+        self.encoder = build_encoder(c.architecture, self.input_shape, self.encoder_out_dim(), c.hidden, c.activation)
+        self.decoder = build_decoder(c.architecture, c.code_dim, self.input_shape, c.hidden, c.activation)
+
+    def attach_data(self, splits: DataSplits) -> None:
+        """Called before training and evaluation with the (device) data; models that need more than the
+        current minibatch (a labeled subset, the validation split) keep references here. Not saved."""
 
     # --------------------------------------------------------------------------- the autoencoder
 

@@ -1,0 +1,757 @@
+"""Adversarial autoencoders (Makhzani et al. 2016), every variant of the paper.
+
+An AAE is an autoencoder whose code distribution q(z) = E_x q(z|x) is matched to a prior p(z) by a GAN
+played in code space. Each training step has the paper's phases (§2):
+
+    reconstruction   encoder + decoder minimise the reconstruction cost of x
+    regularization   the discriminator D learns to tell z ~ p(z) (label 1) from z ~ q(z|x) (label 0);
+                     then the encoder, as the generator, learns to make D say 1 on its codes
+    semi_supervised  (labeled variants) q(y|x) minimises the cross-entropy on a labeled minibatch
+
+The regularization phase is two engine phases, ``discriminator`` then ``generator``, each with its own
+optimizer (appendix A: SGD, momentum 0.1, for both). Variants:
+
+    aae                    unsupervised AAE with any prior; ``conditional=true`` is the label-conditioned
+                           adversary of §2.3 (one-hot label + an "unlabeled" class fed to D)
+    supervised-aae         §4: the one-hot label goes to the decoder, z keeps the style
+    semi-supervised-aae    §5: q(y|x) Categorical + q(z|x) Gaussian, two adversaries, three phases
+    clustering-aae         §6: the same without labels; y is a cluster over K categories
+    aae-dim-reduction      §7: the code is W_C·y + z (learned cluster heads W_C with a hinge distance cost,
+                           or fixed W_C = scale·I)
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from regae.config import check_choice
+from regae.data.base import ArrayDataset, DataSplits
+from regae.engine.phase import Batch, Phase
+from regae.errors import ConfigError, DataError
+from regae.models.base import Autoencoder, AutoencoderConfig, register_model
+from regae.nn import MLPDecoder, activation, mlp
+from regae.priors import Prior, build_prior
+
+
+@dataclass
+class AAEConfig(AutoencoderConfig):
+    """Appendix A.1 defaults: 2×1000 ReLU encoder/decoder/discriminator, 8-D code."""
+
+    type: str = "aae"
+    code_dim: int = 8
+    encoder: str = "deterministic"  # q(z|x): "deterministic", "gaussian" (reparameterized) or "universal"
+    noise_dim: int = 8  # universal approximator: size of the noise η fed to the encoder with x
+    prior: str = "gaussian"  # a name from regae.priors (gaussian, mixture-2d, swiss-roll, uniform...)
+    prior_args: dict[str, float] = field(default_factory=dict)  # e.g. {std: 5.0} (A.1) or {k: 10}
+    conditional: bool = False  # §2.3: feed one-hot(label or "unlabeled") to the discriminator
+    disc_hidden: tuple[int, ...] = (1000, 1000)
+    recon_loss: str = "bce"  # "bce" (Bernoulli NLL) or "half_sse" (½||x - sigmoid(out)||², appendix A)
+    input_noise_std: float = 0.0  # A.2.1: Gaussian noise added to the input at training time only
+    input_dropout: float = 0.0  # A.3: dropout on the input
+    encoder_batchnorm: bool = False  # A.3: batch norm in the encoder layers
+    init_std: float | None = None  # A.1: weights ~ N(0, init_std²); None keeps PyTorch's init
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("model.encoder", self.encoder, ("deterministic", "gaussian", "universal"))
+        check_choice("model.recon_loss", self.recon_loss, ("bce", "half_sse"))
+        if self.architecture != "mlp":
+            raise ConfigError("the AAE models are MLPs (appendix A); set model.architecture=mlp")
+        if self.noise_dim < 1 or self.input_noise_std < 0 or not 0 <= self.input_dropout < 1:
+            raise ConfigError("model.noise_dim must be >= 1, input_noise_std >= 0 and input_dropout in [0, 1)")
+        if self.init_std is not None and self.init_std <= 0:
+            raise ConfigError(f"model.init_std must be > 0 or null, got {self.init_std}")
+
+
+def gan_losses(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
+    """Discriminator loss -log D(z_prior) - log(1 - D(z_encoded)), averaged over each half."""
+    return F.binary_cross_entropy_with_logits(
+        logits_real, torch.ones_like(logits_real)
+    ) + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))
+
+
+def generator_loss(logits_fake: Tensor) -> Tensor:
+    """The encoder's (non-saturating) loss -log D(z_encoded)."""
+    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+
+
+def discriminator(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    return mlp([in_dim, *hidden, 1])
+
+
+@contextmanager
+def frozen(module: nn.Module, enable: bool = True):
+    """Temporarily stop weight gradients of ``module`` (its input still gets gradients): the generator
+    step needs ∂D/∂z only, so D's weight-gradient matmuls would be wasted work."""
+    if not enable:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(module.parameters(), flags):
+            p.requires_grad_(f)
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class _AAEBase(Autoencoder):
+    """Shared parts: the encoder trunk and heads, input corruption, the adversarial phases."""
+
+    config_class: ClassVar[type] = AAEConfig
+    generative = True
+    ddp_find_unused_parameters = True  # each phase updates only its own networks
+
+    # ------------------------------------------------------------------------------------- networks
+
+    def build_networks(self) -> None:
+        c = self.config
+        d_in = math.prod(self.input_shape) + (c.noise_dim if c.encoder == "universal" else 0)
+        layers: list[nn.Module] = []
+        for a, b in itertools.pairwise([d_in, *c.hidden]):
+            layers.append(nn.Linear(a, b))
+            if c.encoder_batchnorm:
+                layers.append(nn.BatchNorm1d(b))
+            layers.append(activation(c.activation))
+        self.trunk = nn.Sequential(*layers) if layers else nn.Identity()
+        width = c.hidden[-1] if c.hidden else d_in
+        self.z_head = nn.Linear(width, 2 * c.code_dim if c.encoder == "gaussian" else c.code_dim)
+        self.build_heads(width)
+        self.decoder = MLPDecoder(self.decoder_in_dim(), self.input_shape, list(reversed(c.hidden)), c.activation)
+        self.prior = self.build_prior()
+        if c.init_std is not None:
+            for m in self.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=c.init_std)
+                    nn.init.zeros_(m.bias)
+
+    def build_heads(self, width: int) -> None:
+        """Variant-specific heads and discriminators."""
+
+    def decoder_in_dim(self) -> int:
+        return self.config.code_dim
+
+    def build_prior(self) -> Prior:
+        return build_prior(self.config.prior, self.config.code_dim, **self.config.prior_args)
+
+    # ---------------------------------------------------------------------------------------- encoder
+
+    def features(self, x: Tensor) -> Tensor:
+        """The shared encoder layers; input noise / dropout only while training (appendix A)."""
+        c = self.config
+        h = x.flatten(1)
+        if self.training and c.input_noise_std > 0:
+            h = h + c.input_noise_std * torch.randn_like(h)
+        if self.training and c.input_dropout > 0:
+            h = F.dropout(h, c.input_dropout)
+        if c.encoder == "universal":  # q(z|x) = ∫ δ(z - f(x, η)) p(η) dη
+            h = torch.cat([h, torch.randn(h.shape[0], c.noise_dim, device=h.device, dtype=h.dtype)], 1)
+        return self.trunk(h)
+
+    def style(self, h: Tensor) -> Tensor:
+        """z from the trunk's features: a sample of q(z|x) while training, its mean otherwise."""
+        out = self.z_head(h)
+        if self.config.encoder != "gaussian":
+            return out
+        mu, logvar = out.chunk(2, 1)
+        if not self.training:
+            return mu
+        return mu + (0.5 * logvar.clamp(-30, 20)).exp() * torch.randn_like(mu)
+
+    def reconstruction_energy(self, x: Tensor, out: Tensor) -> Tensor:
+        if self.config.recon_loss == "half_sse":
+            return 0.5 * (torch.sigmoid(out) - x).square().flatten(1).sum(1)
+        return super().reconstruction_energy(x, out)
+
+    def mean(self, out: Tensor) -> Tensor:
+        return torch.sigmoid(out) if self.config.recon_loss == "half_sse" else super().mean(out)
+
+    # ------------------------------------------------------------------------------ phase plumbing
+
+    def adversarial_codes(self, batch: Batch) -> tuple[list[Tensor], list[Tensor]]:
+        """(real codes per adversary, encoded codes per adversary) for the regularization phase."""
+        raise NotImplementedError
+
+    def adversaries(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def discriminator_loss(self, batch: Batch) -> Tensor:
+        # The encoder runs with its graph kept so the generator step that follows can reuse the codes:
+        # exact, because this step changes only the discriminators, not the encoder.
+        reuse = not _distributed()
+        with torch.set_grad_enabled(reuse):
+            real, fake = self.adversarial_codes(batch)
+        self._codes = (batch.x, fake) if reuse else None
+        loss = 0.0
+        for D, r, f in zip(self.adversaries(), real, fake):
+            logits = D(torch.cat([r, f.detach()]))  # one pass over real and encoded codes
+            loss = loss + gan_losses(logits[: len(r)], logits[len(r) :])
+        return loss
+
+    def generator_loss(self, batch: Batch) -> Tensor:
+        cached = getattr(self, "_codes", None)
+        self._codes = None
+        fake = cached[1] if cached is not None and cached[0] is batch.x else self.adversarial_codes(batch)[1]
+        loss = 0.0
+        for D, f in zip(self.adversaries(), fake):
+            with frozen(D, enable=not _distributed()):
+                loss = loss + generator_loss(D(f))
+        return loss
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.trunk.parameters(), *self.z_head.parameters()]
+
+    def adversary_parameters(self) -> list[nn.Parameter]:
+        return [p for D in self.adversaries() for p in D.parameters()]
+
+    def autoencoder_parameters(self) -> list[nn.Parameter]:
+        adv = {id(p) for p in self.adversary_parameters()}
+        return [p for p in self.parameters() if id(p) not in adv]
+
+    def reconstruction_loss(self, batch: Batch) -> Tensor:
+        return self.reconstruction_energy(batch.x, self.decode(self.latent(batch))).mean()
+
+    def latent(self, batch: Batch) -> Tensor:
+        """What the decoder receives for this batch."""
+        raise NotImplementedError
+
+    def phases(self) -> list[Phase]:
+        return self._register_phases(
+            [
+                Phase("reconstruction", self.reconstruction_loss, self.autoencoder_parameters()),
+                Phase("discriminator", self.discriminator_loss, self.adversary_parameters()),
+                Phase("generator", self.generator_loss, self.encoder_parameters()),
+            ]
+        )
+
+    # --------------------------------------------------------------------------------------- figures
+
+    @torch.no_grad()
+    def samples_with_neighbours(self, train: ArrayDataset, out: Path, n: int = 10):
+        """Fig. 5: samples, and next to each its nearest training image (pixel Euclidean distance)."""
+        from regae import viz
+
+        s = self.sample(n)
+        xs = train.x.flatten(1)
+        d = torch.cdist(s.flatten(1), xs[:20000])
+        nn_idx = d.argmin(1)
+        grid = torch.stack([s, train.x[nn_idx]], 1).reshape(2 * n, *self.input_shape)
+        return viz.image_grid(grid, out, nrow=2, title="sample | nearest training image")
+
+
+# ----------------------------------------------------------------------------------- unsupervised
+
+
+@register_model("aae", help="adversarial autoencoder with any prior; conditional=true adds labels to the adversary")
+class AAE(_AAEBase):
+    """§2: q(z|x) matched to p(z) by an adversary; §2.3 with ``conditional``: D also sees one-hot(y) with an
+    extra "unlabeled" class, positives drawn from that label's part of the prior."""
+
+    def build_heads(self, width: int) -> None:
+        c = self.config
+        self.num_labels = self.build_prior().num_classes if c.conditional else 0
+        if c.conditional and self.num_labels < 2:
+            raise ConfigError(
+                f"conditional=true needs a prior with components (mixture-2d, swiss-roll); "
+                f"{c.prior!r} cannot be sampled conditioned on a label"
+            )
+        extra = self.num_labels + 1 if c.conditional else 0
+        self.disc = discriminator(c.code_dim + extra, c.disc_hidden)
+
+    def adversaries(self) -> list[nn.Module]:
+        return [self.disc]
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.style(self.features(x))
+
+    def latent(self, batch: Batch) -> Tensor:
+        return self.encode(batch.x)
+
+    def adversarial_codes(self, batch: Batch):
+        n = batch.x.shape[0]
+        fake = self.encode(batch.x)
+        if not self.config.conditional:
+            return [self.prior.sample(n, device=fake.device)], [fake]
+        if batch.y is None:
+            raise DataError("conditional=true needs labels in the training data (y = -1 marks unlabeled)")
+        y = batch.y
+        if (y >= self.num_labels).any():
+            raise DataError(f"labels must lie in [-1, {self.num_labels}) for this prior")
+        labeled = y >= 0
+        # positives: labeled rows from their label's component, unlabeled rows from the whole prior
+        real = torch.where(
+            labeled[:, None],
+            self.prior.sample(n, y.clamp(min=0), device=fake.device),
+            self.prior.sample(n, device=fake.device),
+        )
+        onehot = F.one_hot(torch.where(labeled, y, self.num_labels), self.num_labels + 1).to(fake.dtype)
+        return [torch.cat([real, onehot], 1)], [torch.cat([fake, onehot], 1)]
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        dev = next(self.parameters()).device
+        return self.mean(self.decode(self.prior.sample(n, labels, device=dev)))
+
+    @torch.no_grad()
+    def figures(self, data: ArrayDataset, out_dir: Path, *, name: str = ""):
+        from regae import viz
+
+        figs = super().figures(data, Path(out_dir), name=name)
+        if len(self.input_shape) != 3:
+            return figs
+        out_dir = Path(out_dir)
+        dev = next(self.parameters()).device
+        if self.config.code_dim == 2 and self.config.prior == "gaussian":  # fig. 2e: Gaussian percentiles
+            from scipy.stats import norm
+
+            std = float(self.config.prior_args.get("std", 1.0))
+            q = torch.tensor(norm.ppf(torch.linspace(0.05, 0.95, 20).numpy()) * std, dtype=torch.float32)
+            zy, zx = torch.meshgrid(q.flip(0), q, indexing="ij")
+            z = torch.stack([zx.flatten(), zy.flatten()], 1).to(dev)
+            figs.append(
+                (
+                    "Manifold at the prior's percentiles (fig. 2e)",
+                    viz.manifold_grid(
+                        lambda c: self.mean(self.decode(c)),
+                        out_dir / "manifold.png",
+                        n=20,
+                        image_shape=self.input_shape[1:],
+                        points=z,
+                    ),
+                )
+            )
+        if self.config.conditional:  # fig. 4b/4d: walk each of the first components / along the roll
+            k = min(self.num_labels, 10)
+            labels = torch.arange(k, device=dev).repeat_interleave(10)
+            figs.append(
+                (
+                    "Samples per label-conditioned prior component (rows: label)",
+                    viz.image_grid(self.sample(len(labels), labels), out_dir / "components.png", nrow=10),
+                )
+            )
+        if self._train is not None:
+            figs.append(
+                (
+                    "Samples and their nearest training images (fig. 5)",
+                    self.samples_with_neighbours(self._train, out_dir / "neighbours.png"),
+                )
+            )
+        return figs
+
+    def attach_data(self, splits: DataSplits) -> None:
+        self._train = splits.train
+
+    _train: ArrayDataset | None = None
+
+
+# ---------------------------------------------------------------------------------------- supervised
+
+
+@dataclass
+class SupervisedAAEConfig(AAEConfig):
+    type: str = "supervised-aae"
+    code_dim: int = 15  # §4: a 15-D Gaussian style code
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_classes < 2:
+            raise ConfigError(f"model.num_classes must be >= 2, got {self.num_classes}")
+
+
+@register_model("supervised-aae", help="§4: one-hot label to the decoder, style in z (style/content grids)")
+class SupervisedAAE(AAE):
+    """The decoder reconstructs x from (z, one-hot y), so z is pushed to hold only the style."""
+
+    config_class = SupervisedAAEConfig
+
+    def decoder_in_dim(self) -> int:
+        return self.config.code_dim + self.config.num_classes
+
+    def _onehot(self, y: Tensor | None) -> Tensor:
+        if y is None or (y < 0).any() or (y >= self.config.num_classes).any():
+            raise DataError(f"supervised-aae needs a label in [0, {self.config.num_classes}) for every sample")
+        return F.one_hot(y, self.config.num_classes).float()
+
+    def latent(self, batch: Batch) -> Tensor:
+        return torch.cat([self.encode(batch.x), self._onehot(batch.y)], 1)
+
+    def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        if y is None:
+            return {}
+        return {"energy": self.reconstruction_energy(x, self.decode(self.latent(Batch(x, y))))}
+
+    @torch.no_grad()
+    def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
+        e = torch.cat(
+            [
+                self.eval_metrics(data.x[i : i + batch_size], data.y[i : i + batch_size])["energy"]
+                for i in range(0, len(data), batch_size)
+            ]
+        )
+        return {"energy": e.mean().item()}
+
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        if y is None:
+            raise DataError("supervised-aae reconstructs from (x, y): pass the labels")
+        return self.mean(self.decode(self.latent(Batch(x, y))))
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        dev = next(self.parameters()).device
+        if labels is None:
+            labels = torch.randint(self.config.num_classes, (n,), device=dev)
+        z = self.prior.sample(n, device=dev)
+        return self.mean(self.decode(torch.cat([z, F.one_hot(labels, self.config.num_classes).float()], 1)))
+
+    @torch.no_grad()
+    def figures(self, data: ArrayDataset, out_dir: Path, *, name: str = ""):
+        """Fig. 7: each row one style z (encoded from a test image), each column one label."""
+        from regae import viz
+
+        out_dir = Path(out_dir)
+        k, rows = self.config.num_classes, 10
+        z = self.encode(data.x[:rows]).repeat_interleave(k, 0)
+        labels = torch.arange(k, device=z.device).repeat(rows)
+        grid = self.mean(self.decode(torch.cat([z, F.one_hot(labels, k).float()], 1)))
+        figs = [
+            (
+                "Style (rows, from test images) × content (columns: label) (fig. 7)",
+                viz.image_grid(grid, out_dir / "style_content.png", nrow=k),
+            )
+        ]
+        z = self.encode(data.x[:2000])
+        figs.append(
+            (
+                "Style codes of test images, coloured by label",
+                viz.latent_scatter(z, out_dir / "latent.png", labels=data.y[:2000]),
+            )
+        )
+        return figs
+
+
+# ----------------------------------------------------------------------------------- semi-supervised
+
+
+@dataclass
+class SemiSupervisedAAEConfig(AAEConfig):
+    """Appendix A.2.1: style and label representations of size 10, Gaussian noise 0.3 on the input."""
+
+    type: str = "semi-supervised-aae"
+    code_dim: int = 10  # style z
+    num_classes: int = 10  # label / cluster representation y
+    recon_loss: str = "half_sse"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_classes < 2:
+            raise ConfigError(f"model.num_classes must be >= 2 (K <= 1 is no clustering), got {self.num_classes}")
+
+
+@register_model("semi-supervised-aae", help="§5: q(y|x) Categorical + q(z|x) Gaussian, two adversaries, three phases")
+class SemiSupervisedAAE(_AAEBase):
+    """Encoder q(z, y|x) with a softmax head y and a style head z sharing the trunk; the decoder gets
+    (y, z). Adversaries impose Cat(y) on y and N(0, σ²I) on z; the semi_supervised phase trains q(y|x)
+    on labeled minibatches (every training sample with y >= 0)."""
+
+    config_class = SemiSupervisedAAEConfig
+    uses_labels: ClassVar[bool] = True
+
+    def build_heads(self, width: int) -> None:
+        c = self.config
+        self.y_head = nn.Linear(width, c.num_classes)
+        self.disc_y = discriminator(c.num_classes, c.disc_hidden)
+        self.disc_z = discriminator(c.code_dim, c.disc_hidden)
+        self.categorical = build_prior("categorical", c.num_classes)
+
+    def decoder_in_dim(self) -> int:
+        return self.config.code_dim + self.config.num_classes
+
+    def adversaries(self) -> list[nn.Module]:
+        return [self.disc_y, self.disc_z]
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*super().encoder_parameters(), *self.y_head.parameters()]
+
+    def encode_parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits of q(y|x), style z)."""
+        h = self.features(x)
+        return self.y_head(h), self.style(h)
+
+    def represent(self, y_prob: Tensor, z: Tensor) -> Tensor:
+        return torch.cat([y_prob, z], 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        logits, z = self.encode_parts(x)
+        return self.represent(logits.softmax(1), z)
+
+    def latent(self, batch: Batch) -> Tensor:
+        return self.encode(batch.x)
+
+    def adversarial_codes(self, batch: Batch):
+        n = batch.x.shape[0]
+        logits, z = self.encode_parts(batch.x)
+        dev = z.device
+        return [self.categorical.sample(n, device=dev), self.prior.sample(n, device=dev)], [logits.softmax(1), z]
+
+    def predict_proba(self, x: Tensor) -> Tensor:
+        return self.encode_parts(x)[0].softmax(1)
+
+    # -- the semi-supervised classification phase
+
+    def attach_data(self, splits: DataSplits) -> None:
+        train = splits.train
+        self._val = splits.val
+        self._train = train
+        if train.y is not None and (train.y >= self.config.num_classes).any():
+            raise DataError(
+                f"labels must lie in [-1, {self.config.num_classes}) for num_classes={self.config.num_classes}"
+            )
+        labeled = (train.y >= 0).nonzero().flatten() if train.y is not None else train.x.new_zeros(0).long()
+        self._labeled = (train.x[labeled], train.y[labeled]) if len(labeled) else None
+
+    _labeled: tuple[Tensor, Tensor] | None = None
+    _val: ArrayDataset | None = None
+    _train: ArrayDataset | None = None
+
+    def classification_loss(self, batch: Batch) -> Tensor:
+        x_l, y_l = self._labeled
+        idx = torch.randint(len(y_l), (batch.x.shape[0],), device=y_l.device)
+        return F.cross_entropy(self.encode_parts(x_l[idx])[0], y_l[idx])
+
+    def phases(self) -> list[Phase]:
+        phases = super().phases()
+        if self.uses_labels:
+            if self._labeled is None:
+                raise DataError(
+                    "semi-supervised-aae needs labeled training samples (e.g. data.labels_per_class=10); "
+                    "for no labels at all use clustering-aae"
+                )
+            head = [*self.trunk.parameters(), *self.y_head.parameters()]
+            phases.append(Phase("semi_supervised", self.classification_loss, head))
+        return self._register_phases(phases)
+
+    # -- evaluation
+
+    @torch.no_grad()
+    def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
+        from regae.metrics import classification_error, hungarian_accuracy, nmi
+
+        energy, probs = [], []
+        for i in range(0, len(data), batch_size):
+            x = data.x[i : i + batch_size]
+            logits, z = self.encode_parts(x)
+            energy.append(self.reconstruction_energy(x, self.decode(self.represent(logits.softmax(1), z))))
+            probs.append(logits.softmax(1))
+        q = torch.cat(probs)
+        m = {"energy": torch.cat(energy).mean().item()}
+        if data.y is not None and (data.y >= 0).any():
+            assign = q.argmax(1)
+            if self.uses_labels:
+                m["error"] = classification_error(assign, data.y)
+            else:
+                m["hungarian_error"] = 100.0 - hungarian_accuracy(assign, data.y)
+                m["nmi"] = nmi(assign, data.y)
+                if self._val is not None and self._val.y is not None and data is not self._val:
+                    from regae.metrics import paper_cluster_error
+
+                    q_val = torch.cat(
+                        [
+                            self.predict_proba(self._val.x[i : i + batch_size])
+                            for i in range(0, len(self._val), batch_size)
+                        ]
+                    )
+                    m["error"] = paper_cluster_error(q_val, self._val.y, q, data.y)
+        return m
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        dev = next(self.parameters()).device
+        y = self.categorical.sample(n, labels, device=dev)
+        return self.mean(self.decode(self.represent(y, self.prior.sample(n, device=dev))))
+
+    @torch.no_grad()
+    def figures(self, data: ArrayDataset, out_dir: Path, *, name: str = ""):
+        from regae import viz
+
+        out_dir = Path(out_dir)
+        figs = super().figures(data, out_dir, name=name)
+        k, dev = self.config.num_classes, next(self.parameters()).device
+        # fig. 9 / style-content: row i = cluster (or class) i; first column its head (z = 0), then members
+        x = data.x[:5000]
+        assign = torch.cat([self.predict_proba(x[i : i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
+        heads = self.mean(
+            self.decode(self.represent(torch.eye(k, device=dev), torch.zeros(k, self.config.code_dim, device=dev)))
+        )
+        rows = []
+        for i in range(k):
+            members = x[assign == i][:9]
+            pad = torch.zeros(9 - len(members), *self.input_shape, device=dev)
+            rows.append(torch.cat([heads[i : i + 1], members, pad]))
+        figs.append(
+            (
+                "Rows: categories; first column the head (z = 0), then test images assigned to it (fig. 9)",
+                viz.image_grid(torch.cat(rows), out_dir / "cluster_heads.png", nrow=10),
+            )
+        )
+        z = self.prior.sample(10, device=dev).repeat_interleave(k, 0)
+        y = torch.eye(k, device=dev).repeat(10, 1)
+        figs.append(
+            (
+                "Style (rows: z ~ prior) × category (columns)",
+                viz.image_grid(self.mean(self.decode(self.represent(y, z))), out_dir / "style_content.png", nrow=k),
+            )
+        )
+        if self._train is not None:
+            figs.append(
+                (
+                    "Samples and their nearest training images (fig. 5)",
+                    self.samples_with_neighbours(self._train, out_dir / "neighbours.png"),
+                )
+            )
+        return figs
+
+
+# ---------------------------------------------------------------------------------------- clustering
+
+
+@dataclass
+class ClusteringAAEConfig(SemiSupervisedAAEConfig):
+    """Appendix A.3: 16 or 30 clusters, 5-D style, input dropout 20 %, batch norm in the encoder."""
+
+    type: str = "clustering-aae"
+    code_dim: int = 5
+    num_classes: int = 16
+
+
+@register_model("clustering-aae", help="§6: unsupervised clustering into K categories (no labels used)")
+class ClusteringAAE(SemiSupervisedAAE):
+    """The semi-supervised architecture without the classification phase; labels, if present, are used
+    only for evaluation (§6 protocol: each cluster takes the label of its most confident validation image)."""
+
+    config_class = ClusteringAAEConfig
+    uses_labels = False
+
+
+# ------------------------------------------------------------------------------- dimensionality reduction
+
+
+@dataclass
+class DimReductionAAEConfig(SemiSupervisedAAEConfig):
+    """§7: the representation is W_C·y + z in n = code_dim dimensions."""
+
+    type: str = "aae-dim-reduction"
+    code_dim: int = 2
+    head_distance: float = 6.0  # η: heads closer than this are pushed apart (the paper does not give η)
+    head_cost_weight: float = 1.0
+    fixed_heads_scale: float | None = None  # §7 10-D: W_C = scale·I (needs num_classes == code_dim)
+    use_labels: bool = True  # False: unsupervised (fig. 11c with 20 clusters)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.fixed_heads_scale is not None and self.num_classes != self.code_dim:
+            raise ConfigError("fixed_heads_scale (W_C = scale·I) needs num_classes == code_dim")
+        if self.head_distance <= 0:
+            raise ConfigError(f"model.head_distance must be > 0, got {self.head_distance}")
+
+
+@register_model("aae-dim-reduction", help="§7: low-dimensional embedding W_C·y + z with learned cluster heads")
+class DimReductionAAE(SemiSupervisedAAE):
+    """Fig. 10: y (one-hot-ish, softmax) is mapped to a cluster head by W_C (m × n); the style z (n-D) is
+    added; the decoder sees the n-D sum. The reconstruction phase also pays Σ_{i<j} max(0, η - ||w_i - w_j||)
+    so the heads stay apart."""
+
+    config_class = DimReductionAAEConfig
+
+    @property
+    def uses_labels(self) -> bool:  # type: ignore[override]
+        return self.config.use_labels
+
+    def build_heads(self, width: int) -> None:
+        super().build_heads(width)
+        c = self.config
+        if c.fixed_heads_scale is not None:
+            self.register_buffer("heads", c.fixed_heads_scale * torch.eye(c.num_classes))
+        else:
+            self.heads = nn.Parameter(
+                build_prior("gaussian", c.code_dim, std=c.head_distance / 2).sample(c.num_classes)
+            )
+
+    def decoder_in_dim(self) -> int:
+        return self.config.code_dim
+
+    def represent(self, y_prob: Tensor, z: Tensor) -> Tensor:
+        return y_prob @ self.heads + z
+
+    def head_cost(self) -> Tensor:
+        d = torch.pdist(self.heads) if isinstance(self.heads, nn.Parameter) else self.heads.new_zeros(1)
+        return F.relu(self.config.head_distance - d).sum()
+
+    def reconstruction_loss(self, batch: Batch):
+        rec = super().reconstruction_loss(batch)
+        if not isinstance(self.heads, nn.Parameter):
+            return rec
+        cost = self.head_cost()
+        return rec + self.config.head_cost_weight * cost, {"energy": rec.detach(), "head_cost": cost.detach()}
+
+    @torch.no_grad()
+    def embedding_2d(self, x: Tensor) -> Tensor:
+        """The representation, or for n > 2 its linear map sending the heads to a circle (fig. 11d)."""
+        r = torch.cat([self.encode(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+        if r.shape[1] <= 2:
+            return r
+        k = self.config.num_classes
+        angle = torch.arange(k, device=r.device) * (2 * math.pi / k)
+        circle = torch.stack([angle.cos(), angle.sin()], 1) * self.heads.norm(dim=1).mean()
+        proj = torch.linalg.lstsq(self.heads, circle).solution  # heads @ proj ≈ circle
+        return r @ proj
+
+    @torch.no_grad()
+    def figures(self, data: ArrayDataset, out_dir: Path, *, name: str = ""):
+        from regae import viz
+
+        out_dir = Path(out_dir)
+        figs = super().figures(data, out_dir, name=name)
+        emb = self.embedding_2d(data.x[:5000])
+        title = (
+            "representation"
+            if self.config.code_dim <= 2
+            else f"{self.config.code_dim}-D representation, heads → circle"
+        )
+        figs.append(
+            (
+                f"Dimensionality reduction (fig. 11): {title}",
+                viz.latent_scatter(
+                    emb, out_dir / "embedding.png", labels=data.y[:5000] if data.y is not None else None, title=title
+                ),
+            )
+        )
+        return figs
+
+
+__all__ = [
+    "AAE",
+    "SupervisedAAE",
+    "SemiSupervisedAAE",
+    "ClusteringAAE",
+    "DimReductionAAE",
+    "AAEConfig",
+    "SupervisedAAEConfig",
+    "SemiSupervisedAAEConfig",
+    "ClusteringAAEConfig",
+    "DimReductionAAEConfig",
+]
