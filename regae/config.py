@@ -99,6 +99,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 10
     max_steps: int | None = None  # stop after this many steps even if epochs remain
+    max_minutes: float | None = None  # stop (cleanly, with a checkpoint) after this much training time
     batch_size: int = 100  # global batch: split over the processes under DDP
     optim: OptimConfig = field(default_factory=OptimConfig)
     phase_optim: dict[str, dict] = field(default_factory=dict)  # per-phase overrides of `optim` fields
@@ -121,6 +122,8 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "log_every", "keep_last", "devices"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
         for key in ("max_steps", "eval_every", "checkpoint_every", "num_threads"):
             value = getattr(self, key)
             if value is not None and value < 1:

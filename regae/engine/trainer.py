@@ -353,6 +353,7 @@ class Trainer:
             )
         self.raw_model.train()
         t0 = time.perf_counter()
+        deadline = t0 + 60 * t.max_minutes if t.max_minutes else None
         start_step = self.step
         done = self.step >= self.total_steps
         while not done and self.epoch < t.epochs:
@@ -383,7 +384,7 @@ class Trainer:
                     self._eval_and_track()
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.step >= self.total_steps:
+                if self.step >= self.total_steps or (deadline is not None and time.perf_counter() > deadline):
                     done = True
                     break
             if self.batch_in_epoch >= self.steps_per_epoch:  # a full epoch ended
