@@ -130,6 +130,22 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"demo report: {report.resolve()}")
 
 
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from regae.reproduce import parse_budget, reproduce
+
+    only = [o for item in (args.only or []) for o in item.split(",") if o]
+    report = reproduce(
+        args.paper,
+        budget_minutes=parse_budget(args.budget),
+        only=only,
+        out_dir=args.out,
+        report_dir=args.report_dir,
+        overrides=args.overrides,
+        progress=not args.quiet,
+    )
+    print(f"reproduction report: {report.resolve()}")
+
+
 def cmd_config(args: argparse.Namespace) -> None:
     from regae.config import load_experiment
 
@@ -183,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_demo)
 
+    s = sub.add_parser("reproduce", help="run a paper's experiments within a budget; write reports/<paper>.md")
+    s.add_argument("paper", choices=["aae"])
+    s.add_argument("--budget", default="30m", help="total training time, e.g. 30m, 2h (split over experiments)")
+    s.add_argument("--only", action="append", help="experiment(s), e.g. semi-100 or semi-100,cluster-16")
+    s.add_argument("--out", default="runs/reproduce")
+    s.add_argument("--report-dir", default="reports")
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every experiment")
+    s.set_defaults(fn=cmd_reproduce)
+
     s = sub.add_parser("config", help="print the resolved config of an experiment with overrides")
     s.add_argument("experiment")
     s.add_argument("overrides", nargs="*", metavar="key=value")
@@ -191,7 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may also follow options (`regae reproduce aae --budget 5m epochs=3`)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif hasattr(args, "options") and all("=" in e and not e.startswith("-") for e in extra):
+            args.options = [*args.options, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.fn(args)
     except RegaeError as e:

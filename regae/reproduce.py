@@ -1,0 +1,183 @@
+"""``regae reproduce aae``: run the paper's experiments within a time budget and compare with its tables.
+
+Each experiment is a config in ``regae/configs`` with the appendix's hyperparameters. Where the paper's
+schedule (e.g. 5000 epochs) does not fit the budget, the run stops at its share of the budget and the
+table says how far it got: every number in the report is measured, with the epochs and hardware it took.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from regae.config import load_experiment
+from regae.engine.checkpoint import atomic_write_text
+from regae.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Target:
+    experiment: str
+    what: str
+    metric: str  # key in the run's test metrics ("test/parzen" is computed here)
+    paper: float | None
+    unit: str
+    lower_is_better: bool = True
+
+
+PAPERS: dict[str, list[Target]] = {
+    "aae": [
+        Target("aae-semi-100", "semi-supervised MNIST, 100 labels (table 2)", "test/error", 1.90, "%"),
+        Target("aae-semi-1000", "semi-supervised MNIST, 1000 labels (table 2)", "test/error", 1.60, "%"),
+        Target("aae-semi-all", "supervised MNIST, all labels (table 2)", "test/error", 0.85, "%"),
+        Target("aae-cluster-16", "unsupervised clustering, 16 clusters (table 3)", "test/error", 9.55, "%"),
+        Target("aae-cluster-30", "unsupervised clustering, 30 clusters (table 3)", "test/error", 4.10, "%"),
+        Target("aae-dimred-2d-1000", "2-D embedding, 1000 labels (fig. 11a)", "test/error", 4.20, "%"),
+        Target("aae-dimred-2d-100", "2-D embedding, 100 labels (fig. 11b)", "test/error", 6.08, "%"),
+        Target("aae-dimred-10d-100", "10-D embedding, 100 labels (fig. 11d)", "test/error", 3.90, "%"),
+        Target(
+            "aae-dimred-2d-unsup-20",
+            "2-D unsupervised embedding, 20 clusters (fig. 11c)",
+            "test/hungarian_error",
+            None,
+            "%",
+        ),
+        Target(
+            "aae-likelihood",
+            "Parzen log-likelihood, 10k samples (table 1)",
+            "test/parzen",
+            340.0,
+            "nats",
+            lower_is_better=False,
+        ),
+    ]
+}
+
+
+def parse_budget(text: str) -> float:
+    """'30m', '2h', '90s' or a number of minutes -> minutes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", text)
+    if not m:
+        raise ConfigError(f"budget {text!r} must look like 30m, 2h or 90s")
+    value, unit = float(m.group(1)), m.group(2) or "m"
+    minutes = value * {"s": 1 / 60, "m": 1.0, "h": 60.0}[unit]
+    if minutes <= 0:
+        raise ConfigError("the budget must be positive")
+    return minutes
+
+
+def select(paper: str, only: list[str] | None) -> list[Target]:
+    if paper not in PAPERS:
+        raise ConfigError(f"no reproduction for {paper!r}; known: {', '.join(PAPERS)}")
+    targets = PAPERS[paper]
+    if not only:
+        return targets
+    chosen = []
+    for name in only:
+        hits = [t for t in targets if t.experiment in (name, f"{paper}-{name}")]
+        if not hits:
+            raise ConfigError(
+                f"unknown experiment {name!r} for {paper}; choose from "
+                f"{', '.join(t.experiment.removeprefix(paper + '-') for t in targets)}"
+            )
+        chosen += hits
+    return chosen
+
+
+def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
+    """Fit the Parzen window to ``n_samples`` model samples, σ chosen on 1000 validation images (§3)."""
+    from regae.config import build_experiment
+    from regae.data import load_data
+    from regae.metrics import parzen_evaluate
+    from regae.run import load_run_model, read_run_config
+
+    cfg = read_run_config(run_dir)
+    splits = load_data(build_experiment(cfg.to_dict()).data)
+    model = load_run_model(run_dir)
+    torch.manual_seed(0)
+    samples = torch.cat([model.sample(1000) for _ in range(n_samples // 1000)]).flatten(1)
+    res = parzen_evaluate(samples, splits.val.x[:1000].flatten(1), splits.test.x.flatten(1))
+    return {"test/parzen": res["log_likelihood"], "test/parzen_stderr": res["stderr"], "parzen_sigma": res["sigma"]}
+
+
+def reproduce(
+    paper: str = "aae",
+    *,
+    budget_minutes: float = 30.0,
+    only: list[str] | None = None,
+    out_dir: str | Path = "runs/reproduce",
+    report_dir: str | Path = "reports",
+    overrides: list[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train each selected experiment for its share of the budget; write ``reports/<paper>.md``."""
+    from regae.run import train
+
+    targets = select(paper, only)
+    share = budget_minutes / len(targets)
+    rows = []
+    for t in targets:
+        cfg = load_experiment(
+            t.experiment,
+            [
+                *(overrides or []),
+                f"out_dir={out_dir}",
+                "overwrite=true",
+                f"max_minutes={share * 0.9:.4g}",  # leave time for evaluation
+                f"progress={str(progress).lower()}",
+            ],
+        )
+        started = time.perf_counter()
+        run_dir = train(cfg, command=f"regae reproduce {paper} --budget {budget_minutes:g}m --only {t.experiment}")
+        info = json.loads((run_dir / "run.json").read_text())
+        metrics = dict(info.get("test", {}))
+        if t.metric == "test/parzen":
+            metrics.update(parzen_metric(run_dir))
+        info["test"] = metrics
+        atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
+        steps_per_epoch = info["steps"] / max(info.get("epochs_done", 0) + 1e-9, 1e-9)
+        rows.append(
+            (t, run_dir, info, metrics.get(t.metric), cfg.train.epochs, time.perf_counter() - started, steps_per_epoch)
+        )
+    return write_report(paper, rows, budget_minutes, Path(report_dir))
+
+
+def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> Path:
+    report_dir.mkdir(parents=True, exist_ok=True)
+    hw = rows[0][2].get("hardware", {}) if rows else {}
+    lines = [
+        f"# Reproducing the {paper.upper()} paper",
+        "",
+        f"Budget {budget_minutes:g} min on {hw.get('device', '?')} ({hw.get('device_name', '')}, "
+        f"{hw.get('threads', '?')} threads, torch {hw.get('torch', '?')}), split evenly over the experiments. "
+        "Every figure below was measured by `regae reproduce`; the paper's schedules are far longer than the "
+        "budget, so the *epochs* column says how much of the paper's schedule each run completed.",
+        "",
+        "| experiment | paper | ours | epochs (paper's schedule) | wall time | run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for t, run_dir, info, ours, epochs, wall, _ in rows:
+        paper_v = "—" if t.paper is None else f"{t.paper:g} {t.unit}"
+        ours_v = "n/a" if ours is None else f"{ours:.2f} {t.unit}"
+        if t.metric == "test/parzen" and ours is not None:
+            ours_v += f" ± {info['test'].get('test/parzen_stderr', float('nan')):.1f}"
+        done = info.get("steps", 0)
+        lines.append(
+            f"| {t.what} | {paper_v} | {ours_v} | {done} steps ≈ {info.get('epochs_done', 0)} of "
+            f"{epochs} | {wall / 60:.1f} min | [{run_dir.name}]({Path('..') / run_dir / 'report.md'}) |"
+        )
+    lines += ["", "## Figures", ""]
+    for t, run_dir, *_ in rows:
+        figs = sorted((run_dir / "figures").glob("*.png"))
+        if figs:
+            lines += [f"### {t.what}", ""]
+            lines += [f"![{f.stem}]({Path('..') / f})" for f in figs]
+            lines.append("")
+    report = report_dir / f"{paper}.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report
