@@ -517,6 +517,9 @@ class SemiSupervisedAAE(_AAEBase):
         train = splits.train
         self._val = splits.val
         self._train = train
+        if not self.uses_labels:  # clustering: labels, if any, only evaluate; K may differ from the classes
+            self._labeled = None
+            return
         if train.y is not None and (train.y >= self.config.num_classes).any():
             raise DataError(
                 f"labels must lie in [-1, {self.config.num_classes}) for num_classes={self.config.num_classes}"
