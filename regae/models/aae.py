@@ -639,6 +639,8 @@ class ClusteringAAEConfig(SemiSupervisedAAEConfig):
     type: str = "clustering-aae"
     code_dim: int = 5
     num_classes: int = 16
+    input_dropout: float = 0.2
+    encoder_batchnorm: bool = True
 
 
 @register_model("clustering-aae", help="§6: unsupervised clustering into K categories (no labels used)")
