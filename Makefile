@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_step.py
+	$(BIN)/python benchmarks/aae_step.py
 
 energy: $(STAMP)
 	$(BIN)/regae energy --data two-moons

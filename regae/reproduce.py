@@ -140,11 +140,7 @@ def reproduce(
             metrics.update(parzen_metric(run_dir))
         info["test"] = metrics
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
-        steps_per_epoch = info["steps"] / max(info.get("epochs_done", 0) + 1e-9, 1e-9)
-        rows.append(
-            (t, run_dir, info, metrics.get(t.metric), cfg.train.epochs, time.perf_counter() - started, steps_per_epoch)
-        )
-    return write_report(paper, rows, budget_minutes, Path(report_dir))
+        rows.append((t, run_dir, info, metrics.get(t.metric), cfg.train.epochs, time.perf_counter() - started))
 
 
 def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> Path:
@@ -161,7 +157,7 @@ def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> P
         "| experiment | paper | ours | epochs (paper's schedule) | wall time | run |",
         "|---|---|---|---|---|---|",
     ]
-    for t, run_dir, info, ours, epochs, wall, _ in rows:
+    for t, run_dir, info, ours, epochs, wall in rows:
         paper_v = "—" if t.paper is None else f"{t.paper:g} {t.unit}"
         ours_v = "n/a" if ours is None else f"{ours:.2f} {t.unit}"
         if t.metric == "test/parzen" and ours is not None:

@@ -169,7 +169,7 @@ def _fit_and_finish(cfg, run_dir: Path, fabric, model, splits, resume_from) -> P
             status="finished",
             finished=time.strftime("%Y-%m-%d %H:%M:%S"),
             steps=trainer.step,
-            epochs_done=trainer.epoch,
+            epochs_done=round(trainer.epoch + trainer.batch_in_epoch / trainer.steps_per_epoch, 2),
             train_seconds=round(trainer.elapsed, 2),
             samples_per_s=round(samples_per_s, 1),
             parameters=count_parameters(model),
