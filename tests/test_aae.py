@@ -15,15 +15,6 @@ from regae.models.aae import frozen
 from regae.priors import build_prior
 from regae.run import build_model, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------------------------------- priors
 
 

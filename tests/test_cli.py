@@ -13,22 +13,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import torch
 import yaml
 
 from regae.cli import main
 from regae.config import build_experiment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread (the test machine is small and shared), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_experiment(folder: Path, name: str, model: dict, **train) -> Path:

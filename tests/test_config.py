@@ -30,15 +30,6 @@ from regae.registry import MODELS
 from regae.run import build_model
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread (the test machine is small and shared), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def toy(out_dir: Path, model: dict | None = None, data: dict | None = None, **train) -> ExperimentConfig:
     """A tiny two-moons experiment writing into ``out_dir/run``."""
     return build_experiment(

@@ -25,15 +25,6 @@ from regae.metrics import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread (the test machine is small and shared), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def brute_parzen(samples: np.ndarray, data: np.ndarray, sigma: float) -> np.ndarray:
     """Reference in float64: explicit differences, scipy's logsumexp."""
     s = samples.reshape(len(samples), -1).astype(np.float64)

@@ -25,15 +25,6 @@ from regae.run import build_model
 # --------------------------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread (the test machine is small and shared), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def make(cls: type[Autoencoder], config_cls: type = AutoencoderConfig, **fields) -> Autoencoder:
     """A tiny model built directly from its config (no data needed)."""
     fields = {"input_shape": (3,), "likelihood": "gaussian", "hidden": (5,), "code_dim": 2, **fields}

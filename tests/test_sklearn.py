@@ -17,16 +17,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from regae.models.aae import AAE, DimReductionAAE, SemiSupervisedAAE
 from regae.sklearn import AAEClusterer, AAEEmbedding, SemiSupervisedAAEClassifier
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Run torch on one thread (the test machine is small and shared), then restore the setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------ scikit-learn's checks
 
 # Short training: the checks fit each estimator ~100 times on 20-300 samples (check_classifiers_train wants
