@@ -39,20 +39,35 @@ class MetricsLogger:
         row = {"step": float(step), **{k: float(v) for k, v in metrics.items()}}
         if self.rows and self.rows[-1]["step"] == step:  # merge train and eval rows of the same step
             self.rows[-1].update(row)
+            self._dirty = True
         else:
             self.rows.append(row)
         if self.tb is not None:
             self.tb.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step)
         self.flush()
 
+    _keys: list[str] | None = None
+    _written = 0  # rows already in the file
+    _dirty = True  # the file must be rewritten (new columns, a merged row, or a resume)
+
     def flush(self) -> None:
+        """Append the new rows; rewrite the whole file (atomically) only when its columns or old rows change.
+
+        No fsync here: a crash loses at most the tail of the log, which a resume rewrites anyway."""
         keys = ["step"] + sorted({k for r in self.rows for k in r} - {"step"})
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
-        w.writeheader()
-        for r in self.rows:
-            w.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in r.items()})
-        atomic_write_text(self.path, buf.getvalue())
+        if keys != self._keys:
+            self._keys, self._dirty = keys, True
+        fmt = lambda r: {k: (int(v) if k == "step" else f"{v:.6g}") for k, v in r.items()}  # noqa: E731
+        if self._dirty or not self.path.is_file():
+            buf = io.StringIO()
+            w = csv.DictWriter(buf, fieldnames=keys)
+            w.writeheader()
+            w.writerows(fmt(r) for r in self.rows)
+            atomic_write_text(self.path, buf.getvalue(), fsync=False)
+        else:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, fieldnames=keys).writerows(fmt(r) for r in self.rows[self._written :])
+        self._written, self._dirty = len(self.rows), False
 
     def last(self, key: str) -> float | None:
         for r in reversed(self.rows):
