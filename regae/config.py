@@ -13,10 +13,9 @@ the closest valid key.
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -394,10 +393,6 @@ def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> Ex
     return cfg
 
 
-def replace(obj: Any, **changes: Any) -> Any:
-    return dataclasses.replace(obj, **changes)
-
-
 __all__ = [
     "OptimConfig",
     "ScheduleConfig",
@@ -410,5 +405,4 @@ __all__ = [
     "experiment_names",
     "from_dict",
     "to_dict",
-    "asdict",
 ]

@@ -7,8 +7,7 @@ keeps the volume of low energy small, so E is high away from the data.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -277,11 +276,3 @@ class Autoencoder(nn.Module):
                 )
             )
         return figs
-
-
-def config_fields(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
-
-
-def save_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=1))
