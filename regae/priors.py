@@ -174,12 +174,11 @@ class SwissRollPrior(Prior):
 
 
 def build_prior(name: str, dim: int, **kwargs) -> Prior:
-    """A prior by registered name, e.g. ``build_prior("gaussian", 8, std=5.0)``."""
-    cls = PRIORS.get(name)
-    try:
-        return cls(dim=dim, **kwargs)
-    except TypeError as e:
-        raise ConfigError(f"prior {name!r}: {e}") from None
+    """A prior by registered name, e.g. ``build_prior("gaussian", 8, std=5.0)``; arguments are type-checked
+    against the prior's fields (so ``k: 10.0`` from a config becomes the integer 10)."""
+    from regae.config import from_dict
+
+    return from_dict(PRIORS.get(name), {"dim": dim, **kwargs}, f"prior {name!r}")
 
 
 __all__ = [

@@ -213,7 +213,8 @@ def test_every_shipped_experiment_builds(name):
     shape = {"mnist": (1, 28, 28), "digits": (1, 8, 8)}[cfg.data.name]
     model = MODELS.get(cfg.model_type)(replace(cfg.model, input_shape=shape, likelihood="bernoulli"))
     assert model.model_type == cfg.model_type
-    assert model.reconstruct(torch.rand(2, *shape)).shape == (2, *shape)
+    labels = (torch.tensor([0, 1]),) if cfg.model_type == "supervised-aae" else ()  # decodes (z, y)
+    assert model.reconstruct(torch.rand(2, *shape), *labels).shape == (2, *shape)
 
 
 def test_shipped_experiments_cover_every_classic_model():

@@ -27,7 +27,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,7 @@ class AAEConfig(AutoencoderConfig):
     encoder: str = "deterministic"  # q(z|x): "deterministic", "gaussian" (reparameterized) or "universal"
     noise_dim: int = 8  # universal approximator: size of the noise η fed to the encoder with x
     prior: str = "gaussian"  # a name from regae.priors (gaussian, mixture-2d, swiss-roll, uniform...)
-    prior_args: dict[str, float] = field(default_factory=dict)  # e.g. {std: 5.0} (A.1) or {k: 10}
+    prior_args: dict[str, Any] = field(default_factory=dict)  # e.g. {std: 5.0} (A.1) or {k: 10}
     conditional: bool = False  # §2.3: feed one-hot(label or "unlabeled") to the discriminator
     disc_hidden: tuple[int, ...] = (1000, 1000)
     recon_loss: str = "bce"  # "bce" (Bernoulli NLL) or "half_sse" (½||x - sigmoid(out)||², appendix A)
