@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +155,7 @@ def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> P
         "Every figure below was measured by `regae reproduce`; the paper's schedules are far longer than the "
         "budget, so the *epochs* column says how much of the paper's schedule each run completed.",
         "",
-        "| experiment | paper | ours | epochs (paper's schedule) | wall time | run |",
+        "| experiment | paper | ours | epochs (paper's schedule) | wall time | run folder |",
         "|---|---|---|---|---|---|",
     ]
     for t, run_dir, info, ours, epochs, wall in rows:
@@ -165,14 +166,18 @@ def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> P
         done = info.get("steps", 0)
         lines.append(
             f"| {t.what} | {paper_v} | {ours_v} | {done} steps ≈ {info.get('epochs_done', 0)} of "
-            f"{epochs} | {wall / 60:.1f} min | [{run_dir.name}]({Path('..') / run_dir / 'report.md'}) |"
+            f"{epochs} | {wall / 60:.1f} min | `{run_dir}` |"
         )
     lines += ["", "## Figures", ""]
     for t, run_dir, *_ in rows:
         figs = sorted((run_dir / "figures").glob("*.png"))
-        if figs:
+        if figs:  # copied next to the report, so it stands alone (runs/ is not kept in the repository)
+            dest = report_dir / paper / t.experiment
+            dest.mkdir(parents=True, exist_ok=True)
             lines += [f"### {t.what}", ""]
-            lines += [f"![{f.stem}]({Path('..') / f})" for f in figs]
+            for f in figs:
+                shutil.copyfile(f, dest / f.name)
+                lines.append(f"![{f.stem}]({paper}/{t.experiment}/{f.name})")
             lines.append("")
     report = report_dir / f"{paper}.md"
     atomic_write_text(report, "\n".join(lines))
