@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,7 +132,6 @@ def reproduce(
                 f"progress={str(progress).lower()}",
             ],
         )
-        started = time.perf_counter()
         run_dir = train(cfg, command=f"regae reproduce {paper} --budget {budget_minutes:g}m --only {t.experiment}")
         info = json.loads((run_dir / "run.json").read_text())
         metrics = dict(info.get("test", {}))
@@ -141,7 +139,8 @@ def reproduce(
             metrics.update(parzen_metric(run_dir))
         info["test"] = metrics
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
-        rows.append((t, run_dir, info, metrics.get(t.metric), cfg.train.epochs, time.perf_counter() - started))
+        rows.append((t, run_dir, info, metrics.get(t.metric), cfg.train.epochs, info.get("train_seconds", 0.0)))
+    return write_report(paper, rows, budget_minutes, Path(report_dir))
 
 
 def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> Path:
@@ -155,10 +154,10 @@ def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> P
         "Every figure below was measured by `regae reproduce`; the paper's schedules are far longer than the "
         "budget, so the *epochs* column says how much of the paper's schedule each run completed.",
         "",
-        "| experiment | paper | ours | epochs (paper's schedule) | wall time | run folder |",
+        "| experiment | paper | ours | epochs (paper's schedule) | training time | run folder |",
         "|---|---|---|---|---|---|",
     ]
-    for t, run_dir, info, ours, epochs, wall in rows:
+    for t, run_dir, info, ours, epochs, train_seconds in rows:
         paper_v = "—" if t.paper is None else f"{t.paper:g} {t.unit}"
         ours_v = "n/a" if ours is None else f"{ours:.2f} {t.unit}"
         if t.metric == "test/parzen" and ours is not None:
@@ -166,7 +165,7 @@ def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> P
         done = info.get("steps", 0)
         lines.append(
             f"| {t.what} | {paper_v} | {ours_v} | {done} steps ≈ {info.get('epochs_done', 0)} of "
-            f"{epochs} | {wall / 60:.1f} min | `{run_dir}` |"
+            f"{epochs} | {train_seconds / 60:.1f} min | `{run_dir}` |"
         )
     lines += ["", "## Figures", ""]
     for t, run_dir, *_ in rows:
