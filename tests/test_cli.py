@@ -249,3 +249,21 @@ def test_energy_needs_two_dimensional_data(tmp_path, capsys):
     assert main(["energy", "--models", "ae,dea", "--steps", "5", "--out", str(tmp_path / "e"), "--quiet"]) == 2
     assert "Did you mean 'dae'" in capsys.readouterr().err
     assert not (tmp_path / "e" / "energy_maps.png").exists()
+
+
+def test_demo_writes_one_report_with_the_three_runs(tmp_path):
+    """The demo's code path on 600 images and tiny networks: a report with the AAE's test error first."""
+    from regae.demo import demo
+
+    report = demo(
+        tmp_path / "demo",
+        epochs_scale=0.01,
+        progress=False,
+        overrides=["data.limit=600", "hidden=[32]", "max_steps=10"],
+    )
+    text = report.read_text()
+    assert text.index("semi-supervised-aae") < text.index("| [dae]") < text.index("| [vae]")
+    assert " % |" in text  # the semi-supervised AAE's test error
+    for line in text.splitlines():
+        if line.startswith("!["):
+            assert (report.parent / line.split("(")[1].rstrip(")")).is_file()
