@@ -315,9 +315,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         value = parse_value(text)
         if key == "model" or key == "model.type":
             raise ConfigError("the model type cannot be overridden: pick another experiment or YAML file")
-        path = key.split(".") if "." in key else _resolve_flat_key(raw, key)
-        if path[0] not in ("model", "data", "train"):
-            raise ConfigError(f"unknown config section {path[0]!r} in {key!r}: use model., data. or train.")
+        path = key.split(".")
+        if path[0] not in ("model", "data", "train"):  # `optim.lr` -> train.optim.lr, like a bare key
+            path = _resolve_flat_key(raw, path[0])[:-1] + path
         node = raw.setdefault(path[0], {})
         for part in path[1:-1]:
             node = node.setdefault(part, {})
@@ -347,7 +347,7 @@ def _resolve_flat_key(raw: dict, key: str) -> list[str]:
     optim_fields = [f.name for f in fields(OptimConfig)]
     if key in optim_fields:
         return ["train", "optim", key]
-    everything = sections["train"] + sections["model"] + sections["data"] + optim_fields
+    everything = ["train", "model", "data"] + sections["train"] + sections["model"] + sections["data"] + optim_fields
     raise ConfigError(
         f"unknown config key {key!r}.{suggest(key, everything)} See the run's config.yaml for valid keys."
     )

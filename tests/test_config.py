@@ -103,7 +103,7 @@ def test_unknown_key_suggests_the_close_one():
         load_experiment("dae-mnist", ["epocs=3"])
     with pytest.raises(ConfigError, match="Did you mean 'noise_std'"):
         load_experiment("dae-mnist", ["model.noise_sdt=0.1"])
-    with pytest.raises(ConfigError, match="unknown config section 'trian'"):
+    with pytest.raises(ConfigError, match="'trian'.*Did you mean 'train'"):
         load_experiment("dae-mnist", ["trian.epochs=3"])
 
 
@@ -538,3 +538,12 @@ def test_checkpoint_files_are_not_left_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_folder(tmp_path / "ck", sample_tensors(), {})
     assert os.listdir(tmp_path) == []
+
+
+def test_dotted_key_without_section_is_resolved_like_a_bare_key():
+    """``optim.name=sgd`` means ``train.optim.name=sgd``; ``phase_optim={}`` clears a mapping."""
+    cfg = load_experiment("aae-semi-100", ["optim.name=adam", "optim.betas=[0.5,0.999]", "phase_optim={}"])
+    assert cfg.train.optim.name == "adam" and cfg.train.optim.betas == (0.5, 0.999)
+    assert cfg.train.phase_optim == {}
+    with pytest.raises(ConfigError, match="Did you mean 'optim'"):
+        load_experiment("dae-mnist", ["optm.lr=0.1"])
