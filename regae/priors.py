@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -97,22 +98,18 @@ class CategoricalPrior(Prior):
         return torch.nn.functional.one_hot(labels, self.dim).float()
 
 
-@PRIORS.register("mixture-2d", help="K elongated 2-D Gaussians arranged radially on a circle (AAE fig. 2b, 4a)")
 @dataclass
-class Mixture2DPrior(Prior):
-    """The AAE paper's mixture of K 2-D Gaussians: component k is N((radius, 0), diag(σ_r², σ_t²)) rotated by
-    2πk/K, so the components are radial petals around the origin."""
+class Labeled2DPrior(Prior):
+    """A 2-D prior made of ``k`` labeled parts (mixture components, stretches of a roll): label-conditioned."""
 
     k: int = 10
-    radius: float = 1.4  # distance of each component's centre from the origin (paper: unspecified; ~1.4)
-    radial_std: float = 0.5
-    tangential_std: float = 0.05
+    min_k: ClassVar[int] = 1
 
     def __post_init__(self) -> None:
         if self.dim != 2:
-            raise ConfigError(f"the mixture-2d prior is 2-D; got dim={self.dim}")
-        if self.k < 2:
-            raise ConfigError(f"a mixture needs k >= 2 components, got {self.k}")
+            raise ConfigError(f"the {type(self).__name__} is 2-D; got dim={self.dim}")
+        if self.k < self.min_k:
+            raise ConfigError(f"{type(self).__name__} needs k >= {self.min_k} parts, got {self.k}")
 
     @property
     def num_classes(self) -> int:  # type: ignore[override]
@@ -120,6 +117,18 @@ class Mixture2DPrior(Prior):
 
     def _sample(self, n: int, device: torch.device) -> Tensor:
         return self._sample_conditional(torch.randint(self.k, (n,), device=device))
+
+
+@PRIORS.register("mixture-2d", help="K elongated 2-D Gaussians arranged radially on a circle (AAE fig. 2b, 4a)")
+@dataclass
+class Mixture2DPrior(Labeled2DPrior):
+    """The AAE paper's mixture of K 2-D Gaussians: component k is N((radius, 0), diag(σ_r², σ_t²)) rotated by
+    2πk/K, so the components are radial petals around the origin."""
+
+    radius: float = 1.4  # distance of each component's centre from the origin (paper: unspecified; ~1.4)
+    radial_std: float = 0.5
+    tangential_std: float = 0.05
+    min_k: ClassVar[int] = 2
 
     def _sample_conditional(self, labels: Tensor) -> Tensor:
         n = labels.shape[0]
@@ -130,33 +139,18 @@ class Mixture2DPrior(Prior):
         c, s = angle.cos(), angle.sin()
         return torch.stack([c * x - s * y, s * x + c * y], 1)
 
-    def means(self) -> Tensor:
-        angle = torch.arange(self.k) * (2 * math.pi / self.k)
-        return self.radius * torch.stack([angle.cos(), angle.sin()], 1)
-
 
 @PRIORS.register(
     "swiss-roll", help="2-D swiss roll; label k covers the k-th of K equal stretches of its axis (fig. 4c)"
 )
 @dataclass
-class SwissRollPrior(Prior):
+class SwissRollPrior(Labeled2DPrior):
     """A point at position t ∈ [0, 1) along the roll axis sits at r(t)·(cos θ, sin θ) with θ = turns·2π·√t
     (uniform density along the arc) plus Gaussian noise; label k draws t from [k/K, (k+1)/K)."""
 
-    k: int = 10
     turns: float = 1.5
     noise: float = 0.05
     scale: float = 2.0
-
-    def __post_init__(self) -> None:
-        if self.dim != 2:
-            raise ConfigError(f"the swiss-roll prior is 2-D; got dim={self.dim}")
-        if self.k < 1:
-            raise ConfigError(f"swiss-roll needs k >= 1 stretches, got {self.k}")
-
-    @property
-    def num_classes(self) -> int:  # type: ignore[override]
-        return self.k
 
     def point(self, t: Tensor) -> Tensor:
         """The roll's axis at positions t ∈ [0, 1]."""
@@ -188,5 +182,6 @@ __all__ = [
     "CategoricalPrior",
     "Mixture2DPrior",
     "SwissRollPrior",
+    "Labeled2DPrior",
     "build_prior",
 ]

@@ -35,7 +35,7 @@ def build_model(cfg: ExperimentConfig, splits: DataSplits) -> Autoencoder:
     return MODELS.get(cfg.model_type)(cfg.model)
 
 
-def _setup_torch(cfg: ExperimentConfig, rank: int) -> None:
+def _setup_torch(cfg: ExperimentConfig) -> None:
     t = cfg.train
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
@@ -89,7 +89,7 @@ def train(cfg: ExperimentConfig, *, command: str | None = None) -> Path:
         )
     fabric = make_fabric(cfg)
     fabric.launch()
-    _setup_torch(cfg, fabric.global_rank)
+    _setup_torch(cfg)
     splits = load_data(cfg.data)  # fails here, before anything is written, on bad data
     model = build_model(cfg, splits)
     _seed_noise(cfg, fabric.global_rank)
@@ -138,7 +138,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
         cfg = build_experiment(apply_overrides(raw, overrides), cfg.experiment)
     fabric = make_fabric(cfg)
     fabric.launch()
-    _setup_torch(cfg, fabric.global_rank)
+    _setup_torch(cfg)
     splits = load_data(cfg.data)
     model = build_model(cfg, splits)
     _seed_noise(cfg, fabric.global_rank)  # as in train(), for a run killed before its first checkpoint

@@ -111,7 +111,6 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best: float | None = None
-        self.history: list[dict[str, float]] = []
 
     # ----------------------------------------------------------------------------------------- setup
 

@@ -72,6 +72,11 @@ class AAEConfig(AutoencoderConfig):
             raise ConfigError(f"model.init_std must be > 0 or null, got {self.init_std}")
 
 
+def check_num_classes(k: int) -> None:
+    if k < 2:
+        raise ConfigError(f"model.num_classes must be >= 2 (K <= 1 is no labels and no clustering), got {k}")
+
+
 def gan_losses(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
     """Discriminator loss -log D(z_prior) - log(1 - D(z_encoded)), averaged over each half."""
     return F.binary_cross_entropy_with_logits(
@@ -369,8 +374,7 @@ class SupervisedAAEConfig(AAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_classes < 2:
-            raise ConfigError(f"model.num_classes must be >= 2, got {self.num_classes}")
+        check_num_classes(self.num_classes)
 
 
 @register_model("supervised-aae", help="§4: one-hot label to the decoder, style in z (style/content grids)")
@@ -458,8 +462,7 @@ class SemiSupervisedAAEConfig(AAEConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_classes < 2:
-            raise ConfigError(f"model.num_classes must be >= 2 (K <= 1 is no clustering), got {self.num_classes}")
+        check_num_classes(self.num_classes)
 
 
 @register_model("semi-supervised-aae", help="§5: q(y|x) Categorical + q(z|x) Gaussian, two adversaries, three phases")

@@ -9,7 +9,7 @@ volume of low energy:
     KSparseAE    only the k largest code units stay active (Makhzani & Frey 2013)
     CAE          contraction: small encoder Jacobian                     L = E(x) + λ ||∂f(x)/∂x||_F²
 
-Each has one training phase, "reconstruction".
+Each has one training phase, "reconstruction", minimising ``loss`` (the base class's default phase).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.func import jacrev, vmap
 
 from regae.config import check_choice
-from regae.engine.phase import Batch, Phase
+from regae.engine.phase import Batch
 from regae.errors import ConfigError
 from regae.models.base import Autoencoder, AutoencoderConfig, register_model
 from regae.nn import activation
@@ -30,13 +30,8 @@ from regae.nn import activation
 
 @register_model("ae", help="plain autoencoder: the bottleneck is its only regularizer")
 class AE(Autoencoder):
-    """Plain autoencoder, L = E(x). Regularized only by a code smaller than the input."""
-
-    def loss(self, batch: Batch) -> Tensor:
-        return self.energy(batch.x).mean()
-
-    def phases(self) -> list[Phase]:
-        return self._register_phases([Phase("reconstruction", self.loss, self.parameters())])
+    """Plain autoencoder, L = E(x) (the base class's reconstruction phase). Regularized only by a code
+    smaller than the input."""
 
 
 # ------------------------------------------------------------------------------------------- denoising
@@ -88,9 +83,6 @@ class DAE(Autoencoder):
         x_noisy = corrupt(batch.x, self.config.noise, self.noise_std, self.noise_prob)
         return self.reconstruction_energy(batch.x, self.decode(self.encode(x_noisy))).mean()
 
-    def phases(self) -> list[Phase]:
-        return self._register_phases([Phase("reconstruction", self.loss, self.parameters())])
-
 
 # -------------------------------------------------------------------------------------------- sparse
 
@@ -128,9 +120,6 @@ class SparseAE(Autoencoder):
         rec = self.reconstruction_energy(batch.x, self.decode(z)).mean()
         l1 = z.abs().sum(1).mean()
         return rec + self.sparsity_weight * l1, {"energy": rec.detach(), "l1": l1.detach()}
-
-    def phases(self) -> list[Phase]:
-        return self._register_phases([Phase("reconstruction", self.loss, self.parameters())])
 
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
         m = super().eval_metrics(x)
@@ -180,12 +169,6 @@ class KSparseAE(Autoencoder):
         k = self.k if self.training else min(self.config.code_dim, math.ceil(self.config.test_alpha * self.k))
         return top_k_mask(self.encoder(x), k)
 
-    def loss(self, batch: Batch) -> Tensor:
-        return self.energy(batch.x).mean()
-
-    def phases(self) -> list[Phase]:
-        return self._register_phases([Phase("reconstruction", self.loss, self.parameters())])
-
 
 # ----------------------------------------------------------------------------------------- contractive
 
@@ -234,9 +217,6 @@ class CAE(Autoencoder):
         rec = self.energy(batch.x).mean()
         jac = self.contraction(batch.x).mean()
         return rec + self.contraction_weight * jac, {"energy": rec.detach(), "jacobian_fro2": jac.detach()}
-
-    def phases(self) -> list[Phase]:
-        return self._register_phases([Phase("reconstruction", self.loss, self.parameters())])
 
     def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
         m = super().eval_metrics(x)

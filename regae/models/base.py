@@ -141,8 +141,13 @@ class Autoencoder(nn.Module):
 
     # ------------------------------------------------------------------------------- training
 
+    def loss(self, batch: Batch) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+        """The reconstruction phase's objective; regularized models add their penalty here."""
+        return self.energy(batch.x).mean()
+
     def phases(self) -> list[Phase]:
-        raise NotImplementedError
+        """The training algorithm: by default one "reconstruction" phase minimising :meth:`loss`."""
+        return self._register_phases([Phase("reconstruction", self.loss, self.parameters())])
 
     def _register_phases(self, phases: list[Phase]) -> list[Phase]:
         self._phase_losses = {p.name: p.loss for p in phases}
