@@ -139,6 +139,17 @@ class Mixture2DPrior(Labeled2DPrior):
         c, s = angle.cos(), angle.sin()
         return torch.stack([c * x - s * y, s * x + c * y], 1)
 
+    def component_grid(self, label: int, n: int = 10) -> Tensor:
+        """An n×n grid over component ``label`` at Gaussian percentiles 5 %..95 % of each of its axes
+        (rows: radial, columns: tangential), as in fig. 4b."""
+        from scipy.stats import norm
+
+        q = torch.tensor(norm.ppf(torch.linspace(0.05, 0.95, n).numpy()), dtype=torch.float32)
+        x, y = torch.meshgrid(self.radius + self.radial_std * q, self.tangential_std * q, indexing="ij")
+        angle = torch.tensor(label * 2 * math.pi / self.k)
+        c, s = angle.cos(), angle.sin()
+        return torch.stack([c * x - s * y, s * x + c * y], -1).reshape(n * n, 2)
+
 
 @PRIORS.register(
     "swiss-roll", help="2-D swiss roll; label k covers the k-th of K equal stretches of its axis (fig. 4c)"

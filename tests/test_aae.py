@@ -41,6 +41,16 @@ def test_swiss_roll_labels_follow_the_axis():
     assert r == sorted(r)  # label k sits further along (outward) the roll than label k-1
 
 
+def test_mixture_component_grid_spans_its_component():
+    prior = build_prior("mixture-2d", 2, k=10)
+    g = prior.component_grid(3, 10)
+    assert g.shape == (100, 2)
+    angle = torch.atan2(g[:, 1], g[:, 0]) % (2 * math.pi)
+    assert (angle - 3 * 2 * math.pi / 10).abs().max() < 0.15  # stays inside the petal
+    r = g.norm(dim=1).reshape(10, 10)[:, 0]
+    assert torch.all(r[1:] > r[:-1])  # rows walk outward along the radial axis
+
+
 def test_categorical_prior_is_one_hot():
     z = build_prior("categorical", 7).sample(100)
     assert torch.equal(z.sum(1), torch.ones(100)) and set(z.unique().tolist()) == {0.0, 1.0}
@@ -134,6 +144,61 @@ def test_generator_step_reusing_the_discriminator_codes_is_exact():
         torch.testing.assert_close(a, b)
 
 
+def test_joint_step_matches_a_hand_written_joint_step():
+    """regularization=joint: one autoencoder update on recon + λ·(-log D(z)) with D as it was, then a D update
+    on the same codes, as pythae's Adversarial_AE does it."""
+    torch.manual_seed(0)
+    m, splits = _model({"type": "aae", "code_dim": 2, "regularization": "joint", "adversarial_weight": 0.5})
+    assert [p.name for p in m.phases()] == ["autoencoder", "discriminator"]
+    batch = Batch(splits.train.x[:50])
+    loss, logs = m.joint_loss(batch)
+    z = m.encode(batch.x)
+    logits = m.disc(z)
+    want = m.reconstruction_energy(batch.x, m.decode(z)).mean() + 0.5 * torch.nn.functional.softplus(-logits).mean()
+    torch.testing.assert_close(loss, want)
+    assert set(logs) == {"reconstruction", "adversarial"}
+    real, fake = m._joint[1], m._joint[2]
+    torch.testing.assert_close(fake[0], z.detach())
+    d = m.discriminator_loss(batch)  # uses the cached codes and prior draws, and clears them
+    assert m._joint is None and m._codes is None
+    lr = m.disc(torch.cat([real[0], fake[0]]))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    want_d = bce(lr[:50], torch.ones_like(lr[:50])) + bce(lr[50:], torch.zeros_like(lr[50:]))
+    torch.testing.assert_close(d, want_d)
+    with pytest.raises(ConfigError, match="regularization=joint is not available"):
+        _model({"type": "semi-supervised-aae", "regularization": "joint"}, {"labels_per_class": 5})[0].phases()
+
+
+def test_encoder_batchnorm_covers_the_output_layers_of_q():
+    """A.3: batch norm in the encoder layers "including the last layer of q(y|x) and q(z|x)"."""
+    m, _ = _model({"type": "clustering-aae"})
+    for head in (m.z_head, m.y_head):
+        assert isinstance(head[-1], torch.nn.BatchNorm1d)
+    plain, _ = _model({"type": "clustering-aae", "encoder_batchnorm": False})
+    assert isinstance(plain.z_head, torch.nn.Linear) and isinstance(plain.y_head, torch.nn.Linear)
+
+
+def test_label_shift_translates_the_labeled_batch(monkeypatch):
+    from regae.data.augment import random_shift
+
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0
+    y = random_shift(x, 2)
+    assert y.shape == x.shape and torch.equal(y.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing falls off the edge
+    rows = y.sum((1, 3)).argmax(1)
+    assert set(rows.tolist()) <= {1, 2, 3, 4, 5} and len(set(rows.tolist())) > 1
+    assert torch.equal(random_shift(x, 0), x)
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        random_shift(x.flatten(1), 1)
+    with pytest.raises(ConfigError, match="label_shift"):
+        _model({"type": "semi-supervised-aae", "label_shift": -1}, {"labels_per_class": 5})
+    m, _ = _model({"type": "semi-supervised-aae", "label_shift": 1}, {"labels_per_class": 5})
+    seen = []
+    monkeypatch.setattr("regae.models.aae.random_shift", lambda x, s: seen.append(s) or x)
+    m.classification_loss(Batch(torch.zeros(10, 1, 8, 8)))
+    assert seen == [1]
+
+
 def test_frozen_discriminator_passes_gradient_to_its_input_only():
     m, _ = _model({"type": "aae", "code_dim": 2})
     z = torch.randn(8, 2, requires_grad=True)
@@ -173,6 +238,7 @@ def test_dim_reduction_head_cost_pushes_close_heads_apart():
         {"type": "aae", "code_dim": 2, "encoder": "universal"},
         {"type": "aae", "code_dim": 4, "encoder": "gaussian", "prior_args": {"std": 2.0}},
         {"type": "aae", "code_dim": 2, "prior": "swiss-roll", "conditional": True},
+        {"type": "aae", "code_dim": 2, "prior": "mixture-2d", "conditional": True, "regularization": "joint"},
         {"type": "supervised-aae", "code_dim": 4},
         {"type": "clustering-aae", "encoder_batchnorm": True, "input_dropout": 0.2},
         {"type": "aae-dim-reduction", "use_labels": False, "num_classes": 6},
@@ -189,6 +255,9 @@ def test_variants_train_and_write_reports(tmp_path, model):
     run = train(cfg)
     assert (run / "report.md").is_file() and (run / "model" / "model.safetensors").is_file()
     assert len(list((run / "figures").glob("*.png"))) >= 2
+    if model.get("conditional"):  # fig. 4b (mixture) / 4d (roll)
+        want = ["component_0.png", "component_2.png"] if model["prior"] == "mixture-2d" else ["roll_walk.png"]
+        assert all((run / "figures" / f).is_file() for f in want)
 
 
 def test_semi_supervised_aae_learns_from_few_labels(tmp_path):

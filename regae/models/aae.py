@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from regae.config import check_choice
+from regae.data.augment import random_shift
 from regae.data.base import ArrayDataset, DataSplits
 from regae.engine.phase import Batch, Phase
 from regae.errors import ConfigError, DataError
@@ -59,15 +60,28 @@ class AAEConfig(AutoencoderConfig):
     input_dropout: float = 0.0  # A.3: dropout on the input
     encoder_batchnorm: bool = False  # A.3: batch norm in the encoder layers
     init_std: float | None = None  # A.1: weights ~ N(0, init_std²); None keeps PyTorch's init
+    # Not in the paper (named in reports when used): random translations of up to this many pixels of the
+    # labeled minibatch in the semi_supervised phase; 100 labels are few enough for q(y|x) to memorise them.
+    label_shift: int = 0
+    # "alternating": the paper's phases (§2). "joint": one autoencoder step on reconstruction +
+    # adversarial_weight · generator loss, then the discriminator on the same codes (the single joint step
+    # of e.g. pythae's Adversarial_AE; one encoder pass per step instead of two).
+    regularization: str = "alternating"
+    adversarial_weight: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("model.encoder", self.encoder, ("deterministic", "gaussian", "universal"))
         check_choice("model.recon_loss", self.recon_loss, ("bce", "half_sse"))
+        check_choice("model.regularization", self.regularization, ("alternating", "joint"))
+        if self.adversarial_weight < 0:
+            raise ConfigError(f"model.adversarial_weight must be >= 0, got {self.adversarial_weight}")
         if self.architecture != "mlp":
             raise ConfigError("the AAE models are MLPs (appendix A); set model.architecture=mlp")
         if self.noise_dim < 1 or self.input_noise_std < 0 or not 0 <= self.input_dropout < 1:
             raise ConfigError("model.noise_dim must be >= 1, input_noise_std >= 0 and input_dropout in [0, 1)")
+        if self.label_shift < 0:
+            raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
         if self.init_std is not None and self.init_std <= 0:
             raise ConfigError(f"model.init_std must be > 0 or null, got {self.init_std}")
 
@@ -134,7 +148,7 @@ class _AAEBase(Autoencoder):
             layers.append(activation(c.activation))
         self.trunk = nn.Sequential(*layers) if layers else nn.Identity()
         width = c.hidden[-1] if c.hidden else d_in
-        self.z_head = nn.Linear(width, 2 * c.code_dim if c.encoder == "gaussian" else c.code_dim)
+        self.z_head = self.head(width, 2 * c.code_dim if c.encoder == "gaussian" else c.code_dim)
         self.build_heads(width)
         self.decoder = MLPDecoder(self.decoder_in_dim(), self.input_shape, list(reversed(c.hidden)), c.activation)
         self.prior = self.build_prior()
@@ -143,6 +157,13 @@ class _AAEBase(Autoencoder):
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=c.init_std)
                     nn.init.zeros_(m.bias)
+
+    def head(self, width: int, out: int) -> nn.Module:
+        """An output layer of q(·|x); A.3 puts batch norm on these too ("including the last layer of
+        q(y|x) and q(z|x)")."""
+        if self.config.encoder_batchnorm:
+            return nn.Sequential(nn.Linear(width, out), nn.BatchNorm1d(out))
+        return nn.Linear(width, out)
 
     def build_heads(self, width: int) -> None:
         """Variant-specific heads and discriminators."""
@@ -194,12 +215,36 @@ class _AAEBase(Autoencoder):
     def adversaries(self) -> list[nn.Module]:
         raise NotImplementedError
 
+    supports_joint: ClassVar[bool] = False  # implements joint_parts
+
+    def joint_parts(self, batch: Batch) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """(decoder input, real codes, encoded codes) from one encoder pass, for regularization=joint."""
+        raise NotImplementedError
+
+    def joint_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """regularization=joint: reconstruction + λ·(-log D(q(z|x))) in one autoencoder step. The codes are
+        kept for the discriminator step that follows, which thus sees the same codes as this step."""
+        latent, real, fake = self.joint_parts(batch)
+        recon = self.reconstruction_energy(batch.x, self.decode(latent)).mean()
+        adv = 0.0
+        for D, f in zip(self.adversaries(), fake):
+            with frozen(D, enable=not _distributed()):
+                adv = adv + generator_loss(D(f))
+        self._joint = (batch.x, real, [f.detach() for f in fake])
+        loss = recon + self.config.adversarial_weight * adv
+        return loss, {"reconstruction": recon.detach(), "adversarial": adv.detach()}
+
     def discriminator_loss(self, batch: Batch) -> Tensor:
         # The encoder runs with its graph kept so the generator step that follows can reuse the codes:
         # exact, because this step changes only the discriminators, not the encoder.
         reuse = not _distributed()
-        with torch.set_grad_enabled(reuse):
-            real, fake = self.adversarial_codes(batch)
+        joint, self._joint = getattr(self, "_joint", None), None
+        if joint is not None and joint[0] is batch.x:
+            real, fake = joint[1], joint[2]
+            reuse = False
+        else:
+            with torch.set_grad_enabled(reuse):
+                real, fake = self.adversarial_codes(batch)
         self._codes = (batch.x, fake) if reuse else None
         loss = 0.0
         for D, r, f in zip(self.adversaries(), real, fake):
@@ -235,6 +280,15 @@ class _AAEBase(Autoencoder):
         raise NotImplementedError
 
     def phases(self) -> list[Phase]:
+        if self.config.regularization == "joint":
+            if not self.supports_joint:
+                raise ConfigError(f"model.regularization=joint is not available for {self.config.type}")
+            return self._register_phases(
+                [
+                    Phase("autoencoder", self.joint_loss, self.autoencoder_parameters()),
+                    Phase("discriminator", self.discriminator_loss, self.adversary_parameters()),
+                ]
+            )
         return self._register_phases(
             [
                 Phase("reconstruction", self.reconstruction_loss, self.autoencoder_parameters()),
@@ -283,12 +337,25 @@ class AAE(_AAEBase):
     def encode(self, x: Tensor) -> Tensor:
         return self.style(self.features(x))
 
+    supports_joint = True
+
+    def decoder_input(self, z: Tensor, batch: Batch) -> Tensor:
+        return z
+
     def latent(self, batch: Batch) -> Tensor:
-        return self.encode(batch.x)
+        return self.decoder_input(self.encode(batch.x), batch)
+
+    def joint_parts(self, batch: Batch) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        z = self.encode(batch.x)
+        real, fake = self.code_pairs(batch, z)
+        return self.decoder_input(z, batch), real, fake
 
     def adversarial_codes(self, batch: Batch):
+        return self.code_pairs(batch, self.encode(batch.x))
+
+    def code_pairs(self, batch: Batch, fake: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """(prior samples, encoded codes) for the adversary, with the one-hot label when conditional."""
         n = batch.x.shape[0]
-        fake = self.encode(batch.x)
         if not self.config.conditional:
             return [self.prior.sample(n, device=fake.device)], [fake]
         if batch.y is None:
@@ -339,7 +406,9 @@ class AAE(_AAEBase):
                     ),
                 )
             )
-        if self.config.conditional:  # fig. 4b/4d: walk each of the first components / along the roll
+        if self.config.conditional:
+            from regae.priors import Mixture2DPrior, SwissRollPrior
+
             k = min(self.num_labels, 10)
             labels = torch.arange(k, device=dev).repeat_interleave(10)
             figs.append(
@@ -348,6 +417,26 @@ class AAE(_AAEBase):
                     viz.image_grid(self.sample(len(labels), labels), out_dir / "components.png", nrow=10),
                 )
             )
+            decode = lambda z: self.mean(self.decode(z.to(dev)))  # noqa: E731
+            if isinstance(self.prior, Mixture2DPrior):  # fig. 4b: percentile grids of the first 3 components
+                for c in range(min(3, k)):
+                    figs.append(
+                        (
+                            f"Component {c} of the mixture at its Gaussian percentiles (fig. 4b; rows radial, "
+                            "columns tangential)",
+                            viz.image_grid(
+                                decode(self.prior.component_grid(c, 10)), out_dir / f"component_{c}.png", nrow=10
+                            ),
+                        )
+                    )
+            if isinstance(self.prior, SwissRollPrior):  # fig. 4d: a walk along the roll's axis
+                walk = self.prior.point(torch.linspace(0, 1, 100))
+                figs.append(
+                    (
+                        "Walking along the swiss roll's axis, start to end in reading order (fig. 4d)",
+                        viz.image_grid(decode(walk), out_dir / "roll_walk.png", nrow=10),
+                    )
+                )
         if self._train is not None:
             figs.append(
                 (
@@ -391,8 +480,8 @@ class SupervisedAAE(AAE):
             raise DataError(f"supervised-aae needs a label in [0, {self.config.num_classes}) for every sample")
         return F.one_hot(y, self.config.num_classes).float()
 
-    def latent(self, batch: Batch) -> Tensor:
-        return torch.cat([self.encode(batch.x), self._onehot(batch.y)], 1)
+    def decoder_input(self, z: Tensor, batch: Batch) -> Tensor:
+        return torch.cat([z, self._onehot(batch.y)], 1)
 
     def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         if y is None:
@@ -476,7 +565,7 @@ class SemiSupervisedAAE(_AAEBase):
 
     def build_heads(self, width: int) -> None:
         c = self.config
-        self.y_head = nn.Linear(width, c.num_classes)
+        self.y_head = self.head(width, c.num_classes)
         self.disc_y = discriminator(c.num_classes, c.disc_hidden)
         self.disc_z = discriminator(c.code_dim, c.disc_hidden)
         self.categorical = build_prior("categorical", c.num_classes)
@@ -537,7 +626,10 @@ class SemiSupervisedAAE(_AAEBase):
     def classification_loss(self, batch: Batch) -> Tensor:
         x_l, y_l = self._labeled
         idx = torch.randint(len(y_l), (batch.x.shape[0],), device=y_l.device)
-        return F.cross_entropy(self.encode_parts(x_l[idx])[0], y_l[idx])
+        x = x_l[idx]
+        if self.config.label_shift and x.ndim == 4:
+            x = random_shift(x, self.config.label_shift)
+        return F.cross_entropy(self.encode_parts(x)[0], y_l[idx])
 
     def phases(self) -> list[Phase]:
         phases = super().phases()
