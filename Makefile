@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.regae-installed
 
-.PHONY: install demo test lint bench energy clean
+.PHONY: install demo test lint bench bench-pythae energy clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_step.py
 	$(BIN)/python benchmarks/aae_step.py
+
+# pythae only for its comparison benchmark, in its own folder: --no-deps keeps its pins out of .venv
+bench-pythae: $(STAMP)
+	test -d benchmarks/.pythae/pythae || $(BIN)/pip install -q --no-deps --target benchmarks/.pythae \
+		pythae==0.1.2 pydantic pydantic-core annotated-types typing-inspection imageio
+	$(BIN)/python benchmarks/pythae_joint.py
 
 energy: $(STAMP)
 	$(BIN)/regae energy --data two-moons

@@ -33,6 +33,14 @@ class Target:
 PAPERS: dict[str, list[Target]] = {
     "aae": [
         Target("aae-semi-100", "semi-supervised MNIST, 100 labels (table 2)", "test/error", 1.90, "%"),
+        Target(
+            "aae-semi-100-fast",
+            "semi-supervised MNIST, 100 labels: regae's short recipe "
+            "(Adam, cosine LR, ±2 px shifts of the labeled batch)",
+            "test/error",
+            1.90,
+            "%",
+        ),
         Target("aae-semi-1000", "semi-supervised MNIST, 1000 labels (table 2)", "test/error", 1.60, "%"),
         Target("aae-semi-all", "supervised MNIST, all labels (table 2)", "test/error", 0.85, "%"),
         Target("aae-cluster-16", "unsupervised clustering, 16 clusters (table 3)", "test/error", 9.55, "%"),
@@ -46,6 +54,20 @@ PAPERS: dict[str, list[Target]] = {
             "test/hungarian_error",
             None,
             "%",
+        ),
+        Target(
+            "aae-mog-conditional",
+            "10-component 2-D mixture, label-conditioned adversary, 10k labels (fig. 4a-b; test energy)",
+            "test/energy",
+            None,
+            "nats",
+        ),
+        Target(
+            "aae-swissroll-conditional",
+            "swiss roll, label-conditioned adversary, 10k labels (fig. 4c-d; test energy)",
+            "test/energy",
+            None,
+            "nats",
         ),
         Target(
             "aae-likelihood",
@@ -120,55 +142,74 @@ def reproduce(
 
     targets = select(paper, only)
     share = budget_minutes / len(targets)
-    rows = []
     for t in targets:
         cfg = load_experiment(
             t.experiment,
             [
+                f"progress={str(progress).lower()}",
                 *(overrides or []),
                 f"out_dir={out_dir}",
                 "overwrite=true",
                 f"max_minutes={share * 0.9:.4g}",  # leave time for evaluation
-                f"progress={str(progress).lower()}",
             ],
         )
-        run_dir = train(cfg, command=f"regae reproduce {paper} --budget {budget_minutes:g}m --only {t.experiment}")
+        short = t.experiment.removeprefix(paper + "-")
+        command = f"regae reproduce {paper} --budget {budget_minutes:g}m --only {short}"
+        if overrides:
+            command += " " + " ".join(overrides)
+        run_dir = train(cfg, command=command)
         info = json.loads((run_dir / "run.json").read_text())
         metrics = dict(info.get("test", {}))
         if t.metric == "test/parzen":
             metrics.update(parzen_metric(run_dir))
         info["test"] = metrics
+        info["reproduce"] = {"budget_minutes": share, "schedule_epochs": cfg.train.epochs}
         atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
-        rows.append((t, run_dir, info, metrics.get(t.metric), cfg.train.epochs, info.get("train_seconds", 0.0)))
-    return write_report(paper, rows, budget_minutes, Path(report_dir))
+    return write_report(paper, collect_rows(paper, Path(out_dir)), Path(report_dir))
 
 
-def write_report(paper: str, rows, budget_minutes: float, report_dir: Path) -> Path:
+def collect_rows(paper: str, out_dir: Path) -> list[tuple[Target, Path, dict]]:
+    """Every finished reproduction run of ``paper`` in ``out_dir``, in the paper's order: the report
+    covers all experiments run so far, so experiments can be run in separate (or concurrent) calls."""
+    rows = []
+    for t in PAPERS[paper]:
+        path = out_dir / t.experiment / "run.json"
+        if not path.is_file():
+            continue
+        info = json.loads(path.read_text())
+        if "reproduce" in info and "test" in info:
+            rows.append((t, out_dir / t.experiment, info))
+    return rows
+
+
+def write_report(paper: str, rows: list[tuple[Target, Path, dict]], report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
-    hw = rows[0][2].get("hardware", {}) if rows else {}
     lines = [
         f"# Reproducing the {paper.upper()} paper",
         "",
-        f"Budget {budget_minutes:g} min on {hw.get('device', '?')} ({hw.get('device_name', '')}, "
-        f"{hw.get('threads', '?')} threads, torch {hw.get('torch', '?')}), split evenly over the experiments. "
-        "Every figure below was measured by `regae reproduce`; the paper's schedules are far longer than the "
-        "budget, so the *epochs* column says how much of the paper's schedule each run completed.",
+        "Every figure below was measured by `regae reproduce` (the command of each row is in its run folder's "
+        "`run.json`). The paper's schedules are far longer than our budgets, so the *epochs* column says how "
+        "much of the paper's schedule each run completed, and *budget* what it was given on which hardware.",
         "",
-        "| experiment | paper | ours | epochs (paper's schedule) | training time | run folder |",
-        "|---|---|---|---|---|---|",
+        "| experiment | paper | ours | epochs done (of the schedule) | training time (budget) | hardware | run |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for t, run_dir, info, ours, epochs, train_seconds in rows:
+    for t, run_dir, info in rows:
+        ours = info["test"].get(t.metric)
         paper_v = "—" if t.paper is None else f"{t.paper:g} {t.unit}"
         ours_v = "n/a" if ours is None else f"{ours:.2f} {t.unit}"
         if t.metric == "test/parzen" and ours is not None:
             ours_v += f" ± {info['test'].get('test/parzen_stderr', float('nan')):.1f}"
-        done = info.get("steps", 0)
+        hw = info.get("hardware", {})
+        rep = info["reproduce"]
         lines.append(
-            f"| {t.what} | {paper_v} | {ours_v} | {done} steps ≈ {info.get('epochs_done', 0)} of "
-            f"{epochs} | {train_seconds / 60:.1f} min | `{run_dir}` |"
+            f"| {t.what} | {paper_v} | {ours_v} | {info.get('epochs_done', 0)} of {rep.get('schedule_epochs', '?')} "
+            f"({info.get('steps', 0)} steps) | {info.get('train_seconds', 0.0) / 60:.1f} min "
+            f"({rep.get('budget_minutes', 0):.0f} min) | {hw.get('device', '?')}, {hw.get('threads', '?')} "
+            f"thread(s), torch {hw.get('torch', '?')} | `{run_dir}` |"
         )
     lines += ["", "## Figures", ""]
-    for t, run_dir, *_ in rows:
+    for t, run_dir, _ in rows:
         figs = sorted((run_dir / "figures").glob("*.png"))
         if figs:  # copied next to the report, so it stands alone (runs/ is not kept in the repository)
             dest = report_dir / paper / t.experiment

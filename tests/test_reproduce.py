@@ -41,3 +41,19 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
     for line in text.splitlines():
         if line.startswith("!["):
             assert (report.parent / line.split("(")[1].rstrip(")")).is_file()
+    # a later call for another experiment keeps the rows already measured, in the paper's order
+    report = reproduce(
+        "aae",
+        budget_minutes=0.1,
+        only=["semi-all"],
+        out_dir=tmp_path / "runs",
+        report_dir=tmp_path / "reports",
+        progress=False,
+        overrides=["data.limit=300", "hidden=[16]", "disc_hidden=[16]", "max_steps=5"],
+    )
+    table = [line for line in report.read_text().splitlines() if line.startswith("| ")][1:]  # without header
+    assert [row.split(",")[0] for row in table] == [
+        "| semi-supervised MNIST",
+        "| supervised MNIST",
+        "| Parzen log-likelihood",
+    ]
