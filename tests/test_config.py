@@ -215,6 +215,12 @@ def test_every_shipped_experiment_builds(name):
     assert model.model_type == cfg.model_type
     labels = (torch.tensor([0, 1]),) if cfg.model_type == "supervised-aae" else ()  # decodes (z, y)
     assert model.reconstruct(torch.rand(2, *shape), *labels).shape == (2, *shape)
+    # every phase named in train.phase_optim exists (the trainer refuses the run otherwise)
+    from regae.data import ArrayDataset, DataSplits
+
+    part = ArrayDataset(torch.rand(8, *shape), torch.tensor([0, 1, -1, -1, 0, 1, -1, -1]))
+    model.attach_data(DataSplits("fake", part, part, part))
+    assert set(cfg.train.phase_optim) <= {p.name for p in model.phases()}
 
 
 def test_shipped_experiments_cover_every_classic_model():
