@@ -131,8 +131,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from regae.reproduce import parse_budget, reproduce
+    from regae.reproduce import collect_rows, parse_budget, reproduce, write_report
 
+    if args.report_only:  # rebuild the report from the finished runs, no training
+        report = write_report(args.paper, collect_rows(args.paper, Path(args.out)), Path(args.report_dir))
+        print(f"reproduction report: {report.resolve()}")
+        return
     only = [o for item in (args.only or []) for o in item.split(",") if o]
     report = reproduce(
         args.paper,
@@ -205,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--only", action="append", help="experiment(s), e.g. semi-100 or semi-100,cluster-16")
     s.add_argument("--out", default="runs/reproduce")
     s.add_argument("--report-dir", default="reports")
+    s.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs in --out")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every experiment")
     s.set_defaults(fn=cmd_reproduce)

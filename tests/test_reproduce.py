@@ -57,3 +57,26 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
         "| supervised MNIST",
         "| Parzen log-likelihood",
     ]
+
+
+def test_report_only_rebuilds_the_report_from_finished_runs(tmp_path):
+    """`regae reproduce aae --report-only` trains nothing: rows come from the run folders (here a fake one)."""
+    import json
+
+    from regae.cli import main
+
+    run = tmp_path / "runs" / "aae-semi-all"
+    run.mkdir(parents=True)
+    info = {
+        "test": {"test/error": 1.23},
+        "reproduce": {"budget_minutes": 7, "schedule_epochs": 5000},
+        "epochs_done": 6.5,
+        "steps": 3250,
+        "train_seconds": 380,
+        "hardware": {"device": "cpu", "threads": 1, "torch": "x"},
+    }
+    (run / "run.json").write_text(json.dumps(info))
+    (tmp_path / "runs" / "aae-semi-100").mkdir()  # unfinished: no run.json, so no row
+    main(["reproduce", "aae", "--report-only", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path)])
+    table = [line for line in (tmp_path / "aae.md").read_text().splitlines() if line.startswith("| ")][1:]
+    assert len(table) == 1 and "| 0.85 % | 1.23 % | 6.5 of 5000 (3250 steps) | 6.3 min (7 min) |" in table[0]
