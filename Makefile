@@ -43,4 +43,4 @@ energy: $(STAMP)
 	$(BIN)/regae energy --data two-moons
 
 clean:
-	rm -rf $(VENV) runs reports .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache benchmarks/.pythae
