@@ -33,14 +33,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_step.py
 	$(BIN)/python benchmarks/aae_step.py
 
-# pythae only for its comparison benchmark, in its own folder: --no-deps keeps its pins out of .venv
+# pythae only for its comparison benchmark, in a --target folder of its own (not .venv's site-packages);
+# --no-deps keeps its pins from touching the project's environment
 bench-pythae: $(STAMP)
-	test -d benchmarks/.pythae/pythae || $(BIN)/pip install -q --no-deps --target benchmarks/.pythae \
+	test -d $(VENV)/bench-pythae/pythae || $(BIN)/pip install -q --no-deps --target $(VENV)/bench-pythae \
 		pythae==0.1.2 pydantic pydantic-core annotated-types typing-inspection imageio
-	$(BIN)/python benchmarks/pythae_joint.py
+	PYTHAE_DIR=$(VENV)/bench-pythae $(BIN)/python benchmarks/pythae_joint.py
 
 energy: $(STAMP)
 	$(BIN)/regae energy --data two-moons
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache benchmarks/.pythae
+	rm -rf $(VENV) runs .pytest_cache

@@ -16,7 +16,7 @@ Each side runs in its own subprocess (so peak RSS is its own), warm-up first, th
 ``Trainer.fit`` with ``max_steps``). Sides alternate for ``--rounds`` rounds; medians are compared.
 Target (issue 3): regae ≥ 1.5× pythae's samples/s at ≤ its peak RSS.
 
-pythae is installed only for this benchmark: ``make bench-pythae`` puts it in ``benchmarks/.pythae`` with
+pythae is installed only for this benchmark: ``make bench-pythae`` puts it in ``.venv/bench-pythae`` with
 ``pip install --no-deps --target`` (its pinned dependencies must not touch the project's environment).
 
 Run: ``python benchmarks/pythae_joint.py [--steps 100] [--rounds 5] [--threads 2] [--json out.json]``
@@ -37,8 +37,9 @@ import time
 import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-PYTHAE_DIR = HERE / ".pythae"
+ROOT = Path(__file__).resolve().parent.parent
+# outside the source tree, beside the project's environment: third-party code we only time, never import
+PYTHAE_DIR = Path(os.environ.get("PYTHAE_DIR", ROOT / ".venv" / "bench-pythae"))
 SPEEDUP_TARGET = 1.5
 LAMBDA, LR, BATCH = 0.5, 1e-4, 100
 
@@ -61,7 +62,8 @@ def run_pythae(steps: int, threads: int) -> dict:
     from pythae.models.base.base_utils import ModelOutput
     from pythae.models.nn import BaseDecoder, BaseDiscriminator, BaseEncoder
     from pythae.trainers import AdversarialTrainer, AdversarialTrainerConfig
-    from torch import nn
+
+    from regae.nn import mlp
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -69,19 +71,16 @@ def run_pythae(steps: int, threads: int) -> dict:
     class Encoder(BaseEncoder):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(784, 1000), nn.ReLU(), nn.Linear(1000, 1000), nn.ReLU())
-            self.out = nn.Linear(1000, 8)
+            self.net = mlp([784, 1000, 1000, 8])
 
         def forward(self, x):
-            mu = self.out(self.net(x.reshape(x.shape[0], -1)))
+            mu = self.net(x.reshape(x.shape[0], -1))
             return ModelOutput(embedding=mu, log_covariance=torch.zeros_like(mu))
 
     class Decoder(BaseDecoder):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(
-                nn.Linear(8, 1000), nn.ReLU(), nn.Linear(1000, 1000), nn.ReLU(), nn.Linear(1000, 784), nn.Sigmoid()
-            )
+            self.net = mlp([8, 1000, 1000, 784], out_act="sigmoid")
 
         def forward(self, z):
             return ModelOutput(reconstruction=self.net(z))
@@ -89,9 +88,7 @@ def run_pythae(steps: int, threads: int) -> dict:
     class Discriminator(BaseDiscriminator):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(
-                nn.Linear(8, 1000), nn.ReLU(), nn.Linear(1000, 1000), nn.ReLU(), nn.Linear(1000, 1), nn.Sigmoid()
-            )
+            self.net = mlp([8, 1000, 1000, 1], out_act="sigmoid")  # pythae's BCE takes probabilities
 
         def forward(self, z):
             return ModelOutput(embedding=self.net(z))

@@ -192,6 +192,12 @@ def test_label_shift_translates_the_labeled_batch(monkeypatch):
         random_shift(x.flatten(1), 1)
     with pytest.raises(ConfigError, match="label_shift"):
         _model({"type": "semi-supervised-aae", "label_shift": -1}, {"labels_per_class": 5})
+    with pytest.raises(ConfigError, match="label_shift"):
+        _cfg({"type": "aae", "label_shift": 1})  # an unsupervised AAE has no labeled batch to shift
+    with pytest.raises(ConfigError, match="label_shift needs labels"):
+        _model({"type": "clustering-aae", "label_shift": 1})
+    with pytest.raises(ConfigError, match="translates images"):
+        _model({"type": "semi-supervised-aae", "label_shift": 1}, {"name": "two-moons", "labels_per_class": 5})
     m, _ = _model({"type": "semi-supervised-aae", "label_shift": 1}, {"labels_per_class": 5})
     seen = []
     monkeypatch.setattr("regae.models.aae.random_shift", lambda x, s: seen.append(s) or x)

@@ -60,9 +60,6 @@ class AAEConfig(AutoencoderConfig):
     input_dropout: float = 0.0  # A.3: dropout on the input
     encoder_batchnorm: bool = False  # A.3: batch norm in the encoder layers
     init_std: float | None = None  # A.1: weights ~ N(0, init_std²); None keeps PyTorch's init
-    # Not in the paper (named in reports when used): random translations of up to this many pixels of the
-    # labeled minibatch in the semi_supervised phase; 100 labels are few enough for q(y|x) to memorise them.
-    label_shift: int = 0
     # "alternating": the paper's phases (§2). "joint": one autoencoder step on reconstruction +
     # adversarial_weight · generator loss, then the discriminator on the same codes (the single joint step
     # of e.g. pythae's Adversarial_AE; one encoder pass per step instead of two).
@@ -80,8 +77,6 @@ class AAEConfig(AutoencoderConfig):
             raise ConfigError("the AAE models are MLPs (appendix A); set model.architecture=mlp")
         if self.noise_dim < 1 or self.input_noise_std < 0 or not 0 <= self.input_dropout < 1:
             raise ConfigError("model.noise_dim must be >= 1, input_noise_std >= 0 and input_dropout in [0, 1)")
-        if self.label_shift < 0:
-            raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
         if self.init_std is not None and self.init_std <= 0:
             raise ConfigError(f"model.init_std must be > 0 or null, got {self.init_std}")
 
@@ -548,10 +543,15 @@ class SemiSupervisedAAEConfig(AAEConfig):
     code_dim: int = 10  # style z
     num_classes: int = 10  # label / cluster representation y
     recon_loss: str = "half_sse"
+    # Not in the paper (named in reports when used): random translations of up to this many pixels of the
+    # labeled minibatch in the semi_supervised phase; 100 labels are few enough for q(y|x) to memorise them.
+    label_shift: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_num_classes(self.num_classes)
+        if self.label_shift < 0:
+            raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
 
 
 @register_model("semi-supervised-aae", help="§5: q(y|x) Categorical + q(z|x) Gaussian, two adversaries, three phases")
@@ -610,11 +610,17 @@ class SemiSupervisedAAE(_AAEBase):
         self._val = splits.val
         self._train = train
         if not self.uses_labels:  # clustering: labels, if any, only evaluate; K may differ from the classes
+            if self.config.label_shift:
+                raise ConfigError(f"model.label_shift needs labels; {self.config.type} here trains without them")
             self._labeled = None
             return
         if train.y is not None and (train.y >= self.config.num_classes).any():
             raise DataError(
                 f"labels must lie in [-1, {self.config.num_classes}) for num_classes={self.config.num_classes}"
+            )
+        if self.config.label_shift and train.x.ndim != 4:
+            raise ConfigError(
+                f"model.label_shift translates images; this data has samples of shape {tuple(train.x.shape[1:])}"
             )
         labeled = (train.y >= 0).nonzero().flatten() if train.y is not None else train.x.new_zeros(0).long()
         self._labeled = (train.x[labeled], train.y[labeled]) if len(labeled) else None
@@ -627,7 +633,7 @@ class SemiSupervisedAAE(_AAEBase):
         x_l, y_l = self._labeled
         idx = torch.randint(len(y_l), (batch.x.shape[0],), device=y_l.device)
         x = x_l[idx]
-        if self.config.label_shift and x.ndim == 4:
+        if self.config.label_shift:
             x = random_shift(x, self.config.label_shift)
         return F.cross_entropy(self.encode_parts(x)[0], y_l[idx])
 
