@@ -296,6 +296,27 @@ def test_binarize_errors():
         load_data(DataConfig(name="two-moons", n_samples=100, binarize="fixed"))
 
 
+def test_shift_translates_training_batches_only():
+    grey, s = load_data(cfg()), load_data(cfg(shift=1))
+    assert torch.equal(s.train.x, grey.train.x) and torch.equal(s.val.x, grey.val.x)  # data unchanged
+    torch.manual_seed(0)
+    a = s.transform(s.train.x)
+    torch.manual_seed(0)
+    assert torch.equal(a, s.transform(s.train.x))  # reproducible from the global RNG state
+    moved = (a != s.train.x).flatten(1).any(1).float().mean()
+    assert 0.5 < moved < 1.0  # most images move; (0, 0) offsets (1 in 9) stay put
+    both = load_data(cfg(shift=1, binarize="stochastic"))
+    b = both.transform(both.train.x)
+    assert set(b.unique().tolist()) <= {0.0, 1.0}  # binarized, then shifted
+
+
+def test_shift_errors():
+    with pytest.raises(ConfigError, match="shift must be >= 0"):
+        load_data(cfg(shift=-1))
+    with pytest.raises(ConfigError, match="translates images"):
+        load_data(DataConfig(name="two-moons", n_samples=100, shift=1))
+
+
 def test_labels_per_class():
     full = load_data(cfg(seed=7))  # the digits split depends on the seed too
     s = load_data(cfg(labels_per_class=5, seed=7))

@@ -136,4 +136,7 @@ class DataConfig:
     noise: float = 0.05  # 2-D toy data: std of the Gaussian noise added to each point
     limit: int | None = None  # keep only the first `limit` training samples (quick runs)
     labels_per_class: int | None = None  # semi-supervised: keep this many labels per class, set the rest to -1
+    # random translations of every training batch by up to `shift` pixels (images only; an augmentation,
+    # not in the papers: reports name it when it is used)
+    shift: int = 0
     seed: int = 0  # seed of toy-data generation and of the labeled/unlabeled split

@@ -1,12 +1,15 @@
-"""Post-processing shared by every dataset: subsetting, binarization and semi-supervised label masking."""
+"""Post-processing shared by every dataset: subsetting, binarization, shifts and semi-supervised label masking."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import Tensor
 
+from regae.data.augment import random_shift
 from regae.data.base import ArrayDataset, DataConfig, DataSplits
 from regae.errors import ConfigError, DataError
 
@@ -78,7 +81,7 @@ def _binarize_once(ds: ArrayDataset | None, generator: torch.Generator) -> Array
 
 
 def finalize(splits: DataSplits, cfg: DataConfig) -> DataSplits:
-    """Apply ``cfg.limit``, then ``cfg.binarize``, then ``cfg.labels_per_class`` to freshly loaded splits.
+    """Apply ``cfg.limit``, ``cfg.binarize``, ``cfg.shift``, then ``cfg.labels_per_class`` to freshly loaded splits.
 
     Every dataset factory ends with this, so the options mean the same for all datasets.
 
@@ -87,6 +90,7 @@ def finalize(splits: DataSplits, cfg: DataConfig) -> DataSplits:
     - ``binarize="stochastic"``: training batches are resampled from Bernoulli(x) at every step (through
       ``splits.transform``); validation and test are binarized once, with a generator seeded by
       ``cfg.seed``, so evaluation is deterministic.
+    - ``shift``: every training batch is randomly translated by up to ``shift`` pixels (images only).
     - ``labels_per_class``: the training labels are masked to -1 except ``labels_per_class`` per class.
     """
     if cfg.limit is not None:
@@ -120,6 +124,22 @@ def finalize(splits: DataSplits, cfg: DataConfig) -> DataSplits:
             transform=bernoulli_transform,
         )
 
+    if cfg.shift:
+        if cfg.shift < 0:
+            raise ConfigError(f"data.shift must be >= 0 pixels, got {cfg.shift}")
+        if splits.train.x.ndim != 4:
+            raise ConfigError(
+                f"data.shift translates images; {splits.name} has samples of shape {tuple(splits.train.shape)}"
+            )
+        splits = replace(splits, transform=_then_shift(splits.transform, cfg.shift))
+
     if cfg.labels_per_class is not None:
         splits = replace(splits, train=mask_unlabeled(splits.train, cfg.labels_per_class, cfg.seed))
     return splits
+
+
+def _then_shift(first: Callable[[Tensor], Tensor] | None, shift: int) -> Callable[[Tensor], Tensor]:
+    """The training-batch transform: ``first`` (e.g. stochastic binarization), then a random shift."""
+    if first is None:
+        return partial(random_shift, max_shift=shift)
+    return lambda x: random_shift(first(x), shift)
