@@ -298,3 +298,19 @@ def test_bad_input_is_named():
     m, splits = _model({"type": "supervised-aae", "code_dim": 4})
     with pytest.raises(DataError, match="label in"):
         m.latent(Batch(splits.train.x[:4], None))
+
+
+def test_compiled_aae_trains(tmp_path):
+    """train.compile=true traces the phases; the cross-phase reuse of the encoder's graph must step aside
+    (a compiled phase is one autograd node, freed by the discriminator's backward)."""
+    from regae.engine import Trainer
+
+    cfg = _cfg({"type": "aae", "code_dim": 2}, max_steps=3, compile=True)
+    splits = load_data(cfg.data)
+    torch.manual_seed(0)
+    m = build_model(cfg, splits)
+    before = [p.detach().clone() for p in m.encoder_parameters()]
+    Trainer(cfg, tmp_path).fit(m, splits)
+    assert all(torch.isfinite(p).all() for p in m.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, m.encoder_parameters()))
+    assert getattr(m, "_codes", None) is None  # nothing was cached for the generator step

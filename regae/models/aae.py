@@ -231,8 +231,10 @@ class _AAEBase(Autoencoder):
 
     def discriminator_loss(self, batch: Batch) -> Tensor:
         # The encoder runs with its graph kept so the generator step that follows can reuse the codes:
-        # exact, because this step changes only the discriminators, not the encoder.
-        reuse = not _distributed()
+        # exact, because this step changes only the discriminators, not the encoder. Not under DDP (its
+        # reducer expects one backward per forward) nor torch.compile (a compiled phase is one autograd
+        # node, whose saved tensors this step's backward frees).
+        reuse = not _distributed() and not torch.compiler.is_compiling()
         joint, self._joint = getattr(self, "_joint", None), None
         if joint is not None and joint[0] is batch.x:
             real, fake = joint[1], joint[2]
