@@ -17,7 +17,10 @@ SGD with momentum 0.9 (reconstruction) and 0.1 (discriminator, generator). One s
 Sides alternate for ``--rounds`` rounds; medians of samples/s are compared. Target (issue 3): regae
 ≥ 2,650 samples/s on the 2-core CPU machine, i.e. faster than the naive loop.
 
-Run: ``python benchmarks/aae_step.py [--steps 200] [--rounds 5] [--threads 2] [--json out.json]``
+``--profile`` also profiles regae's step: its share of time in GEMMs, their GFLOP/s, and the GEMM-only
+ceiling (samples/s if everything but the GEMMs were free).
+
+Run: ``python benchmarks/aae_step.py [--steps 200] [--rounds 5] [--threads 2] [--profile] [--json out.json]``
 """
 
 from __future__ import annotations
@@ -129,6 +132,32 @@ def regae_loop(cfg, splits, steps: int) -> float:
         return trainer.elapsed * steps / max(trainer.steps_run, 1)
 
 
+def gemm_ceiling(cfg, splits, steps: int) -> dict[str, float]:
+    """Profile ``steps`` regae steps: the share of time in GEMMs, the GEMMs' own GFLOP/s, and the samples/s
+    the step would reach if everything but its GEMMs cost nothing (the ceiling any fp32 implementation of
+    this exact step faces at this GEMM efficiency)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        secs = regae_loop(cfg, splits, steps)
+    total = gemm = flop = 0.0
+    for e in prof.key_averages(group_by_input_shape=True):
+        total += e.self_cpu_time_total
+        if e.key in ("aten::mm", "aten::addmm"):
+            a, b = e.input_shapes[-2:]  # addmm(bias, a, b) / mm(a, b)
+            gemm += e.self_cpu_time_total
+            flop += 2 * a[0] * a[1] * b[1] * e.count
+    samples = steps * cfg.train.batch_size
+    gflops = flop / (gemm / 1e6) / 1e9
+    return {
+        "profiled_samples_per_s": samples / secs,
+        "gemm_share": gemm / total,
+        "gemm_gflops": gflops,
+        "mflop_per_sample": flop / samples / 1e6,
+        "gemm_only_ceiling": gflops * 1e9 / (flop / samples),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=200)
@@ -143,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--json", default=None)
     p.add_argument("--strict", action="store_true", help="exit 1 if regae is below the target")
+    p.add_argument("--profile", action="store_true", help="also profile regae's GEMMs (share, GFLOP/s, ceiling)")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning_fabric").setLevel(logging.ERROR)
@@ -184,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     ok = med["regae"] >= TARGET and med["regae"] > med["plain"] and not bf16
     verdict = "PASS" if ok else ("n/a (the target is for fp32)" if bf16 else "BELOW TARGET")
     print(f"{verdict}: target >= {TARGET:,.0f} samples/s in fp32 and faster than plain")
+    prof = gemm_ceiling(cfg, splits, a.steps) if a.profile else None
+    if prof:
+        print(
+            f"profile (regae, under the profiler {prof['profiled_samples_per_s']:,.0f} samples/s): "
+            f"{prof['gemm_share']:.0%} of CPU time in GEMMs, {prof['mflop_per_sample']:.1f} MFLOP/sample at "
+            f"{prof['gemm_gflops']:.0f} GFLOP/s -> GEMM-only ceiling {prof['gemm_only_ceiling']:,.0f} samples/s"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(
@@ -196,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                     "steps": a.steps,
                     "rounds": a.rounds,
                     "torch": torch.__version__,
+                    "profile": prof,
                 },
                 f,
                 indent=1,
