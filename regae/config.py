@@ -102,6 +102,7 @@ class TrainConfig:
     batch_size: int = 100  # global batch: split over the processes under DDP
     optim: OptimConfig = field(default_factory=OptimConfig)
     phase_optim: dict[str, dict] = field(default_factory=dict)  # per-phase overrides of `optim` fields
+    phase_repeats: dict[str, int] = field(default_factory=dict)  # optimizer steps of a phase per training step
     schedules: dict[str, ScheduleConfig] = field(default_factory=dict)  # model attribute -> schedule
     log_every: int = 50  # steps between loss logs (and the only host syncs of the loop)
     eval_every: int | None = None  # steps between validation passes; None: at the end of every epoch
@@ -127,6 +128,9 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"train.{key} must be >= 1 or null, got {value}")
+        for name, n in self.phase_repeats.items():
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ConfigError(f"train.phase_repeats.{name} must be an integer >= 1, got {n!r}")
         check_choice("train.precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "64-true"))
 
 

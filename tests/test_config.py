@@ -367,6 +367,23 @@ def test_phase_optim_overrides_the_phase_optimizer(tmp_path):
     assert trainer.optimizers[0].param_groups[0]["lr"] == 0.05
 
 
+def test_phase_repeats_steps_a_phase_several_times(tmp_path):
+    """``train.phase_repeats.<phase>: n`` takes n optimizer steps of that phase per training step; unknown
+    phases and counts below 1 are refused."""
+    cfg = toy(tmp_path, phase_repeats={"reconstruction": 3}, max_steps=4)
+    splits = load_data(cfg.data)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit(build_model(cfg, splits), splits)
+    opt = trainer.optimizers[0]
+    opt = getattr(opt, "optimizer", opt)
+    assert {int(s["step"]) for s in opt.state.values()} == {12}  # Adam's per-parameter step count
+    with pytest.raises(ConfigError, match=r"phase_repeats names unknown phases \['generator'\]"):
+        regae.train(toy(tmp_path / "b", phase_repeats={"generator": 2}))
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="phase_repeats.reconstruction must be an integer"):
+            toy(tmp_path / "c", phase_repeats={"reconstruction": bad})
+
+
 def test_schedule_for_an_attribute_the_model_cannot_schedule_is_refused(tmp_path):
     """``train.schedules`` for a hyperparameter the model does not expose is a ConfigError."""
     cfg = toy(tmp_path, schedules={"noise_std": {"start": 0.5, "end": 0.1, "steps": 10}})

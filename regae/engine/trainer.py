@@ -134,12 +134,15 @@ class Trainer:
         model.attach_data(self.splits)
         self.raw_model = model
         self.phases: list[Phase] = model.phases()
-        unknown = set(t.phase_optim) - {p.name for p in self.phases}
-        if unknown:
-            raise ConfigError(
-                f"train.phase_optim names unknown phases {sorted(unknown)}; "
-                f"this model's phases are {[p.name for p in self.phases]}"
-            )
+        for key in ("phase_optim", "phase_repeats"):
+            unknown = set(getattr(t, key)) - {p.name for p in self.phases}
+            if unknown:
+                raise ConfigError(
+                    f"train.{key} names unknown phases {sorted(unknown)}; "
+                    f"this model's phases are {[p.name for p in self.phases]}"
+                )
+        for p in self.phases:
+            p.repeats = t.phase_repeats.get(p.name, p.repeats)
         for attr in t.schedules:
             if attr not in getattr(model, "schedulable", ()):
                 raise ConfigError(
