@@ -144,7 +144,7 @@ def gemm_ceiling(cfg, splits, steps: int) -> dict[str, float]:
     for e in prof.key_averages(group_by_input_shape=True):
         total += e.self_cpu_time_total
         if e.key in ("aten::mm", "aten::addmm"):
-            a, b = e.input_shapes[-2:]  # addmm(bias, a, b) / mm(a, b)
+            a, b = e.input_shapes[1:3] if e.key == "aten::addmm" else e.input_shapes[:2]  # addmm(bias, a, b, ..)
             gemm += e.self_cpu_time_total
             flop += 2 * a[0] * a[1] * b[1] * e.count
     samples = steps * cfg.train.batch_size
