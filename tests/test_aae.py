@@ -300,12 +300,13 @@ def test_bad_input_is_named():
         m.latent(Batch(splits.train.x[:4], None))
 
 
-def test_compiled_aae_trains(tmp_path):
+@pytest.mark.parametrize("regularization", ["alternating", "joint"])
+def test_compiled_aae_trains(tmp_path, regularization):
     """train.compile=true traces the phases; the cross-phase reuse of the encoder's graph must step aside
     (a compiled phase is one autograd node, freed by the discriminator's backward)."""
     from regae.engine import Trainer
 
-    cfg = _cfg({"type": "aae", "code_dim": 2}, max_steps=3, compile=True)
+    cfg = _cfg({"type": "aae", "code_dim": 2, "regularization": regularization}, max_steps=3, compile=True)
     splits = load_data(cfg.data)
     torch.manual_seed(0)
     m = build_model(cfg, splits)

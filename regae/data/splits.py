@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from functools import partial
 
 import torch
 from torch import Tensor
@@ -139,7 +138,5 @@ def finalize(splits: DataSplits, cfg: DataConfig) -> DataSplits:
 
 
 def _then_shift(first: Callable[[Tensor], Tensor] | None, shift: int) -> Callable[[Tensor], Tensor]:
-    """The training-batch transform: ``first`` (e.g. stochastic binarization), then a random shift."""
-    if first is None:
-        return partial(random_shift, max_shift=shift)
-    return lambda x: random_shift(first(x), shift)
+    """The training-batch transform: ``first`` (e.g. stochastic binarization), if any, then a random shift."""
+    return lambda x: random_shift(x if first is None else first(x), shift)
