@@ -98,6 +98,36 @@ class CategoricalPrior(Prior):
         return torch.nn.functional.one_hot(labels, self.dim).float()
 
 
+@PRIORS.register("concrete", help="Concrete (Gumbel-softmax) relaxation of a uniform Categorical: near-one-hot vectors")
+@dataclass
+class ConcretePrior(CategoricalPrior):
+    """softmax((g + log π) / τ) with g ~ Gumbel(0, 1)^dim and uniform π (Maddison et al. 2017; Jang et al. 2017):
+    points of the simplex that approach the one-hot vertices as the temperature τ → 0.
+
+    Conditioned on a label k it samples the same distribution restricted to argmax = k, exactly, with the
+    Gumbel top-down construction: the maximum is Gumbel(log dim) and lands on k (the argmax of Gumbels is
+    independent of their maximum), every other coordinate is a Gumbel truncated below that maximum."""
+
+    temperature: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dim < 2 or self.temperature <= 0:
+            raise ConfigError(f"concrete prior needs dim >= 2 and temperature > 0, got {self.dim}, {self.temperature}")
+
+    def _sample_conditional(self, labels: Tensor) -> Tensor:
+        n, dev = labels.shape[0], labels.device
+
+        def gumbel(*shape: int) -> Tensor:  # -log E with E ~ Exp(1), drawn on the device
+            return -torch.empty(shape, device=dev).exponential_().log()
+
+        top = gumbel(n, 1) + math.log(self.dim)
+        # a Gumbel(0, 1) truncated to (-inf, top]: -log(exp(-top) + exp(-g))
+        rest = -torch.logaddexp(-top, -gumbel(n, self.dim))
+        g = rest.scatter(1, labels[:, None], top)
+        return (g / self.temperature).softmax(1)
+
+
 @dataclass
 class Labeled2DPrior(Prior):
     """A 2-D prior made of ``k`` labeled parts (mixture components, stretches of a roll): label-conditioned."""
@@ -191,6 +221,7 @@ __all__ = [
     "GaussianPrior",
     "UniformPrior",
     "CategoricalPrior",
+    "ConcretePrior",
     "Mixture2DPrior",
     "SwissRollPrior",
     "Labeled2DPrior",

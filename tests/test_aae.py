@@ -56,6 +56,25 @@ def test_categorical_prior_is_one_hot():
     assert torch.equal(z.sum(1), torch.ones(100)) and set(z.unique().tolist()) == {0.0, 1.0}
 
 
+def test_concrete_prior_matches_torch_and_conditions_exactly():
+    """Our top-down Gumbel sampler must give torch's RelaxedOneHotCategorical, and argmax = the label."""
+    torch.manual_seed(0)
+    prior = build_prior("concrete", 5, temperature=0.5)
+    labels = torch.arange(5).repeat(4000)
+    ours = prior.sample(len(labels), labels)
+    assert torch.allclose(ours.sum(1), torch.ones(len(labels)))
+    assert (ours.argmax(1) == labels).all()
+    ref = torch.distributions.RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(5)).sample((20000,))
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    for a, b in [(ours.max(1).values, ref.max(1).values), (ours.min(1).values.log(), ref.min(1).values.log())]:
+        assert (a.quantile(q) - b.quantile(q)).abs().max() < 0.03 * b.abs().quantile(0.9)
+    free = prior.sample(20000)  # unconditional: every label about equally often
+    assert torch.bincount(free.argmax(1), minlength=5).float().div(20000).sub(0.2).abs().max() < 0.02
+    # colder is closer to one-hot
+    cold = build_prior("concrete", 5, temperature=0.05).sample(1000)
+    assert cold.max(1).values.median() > ours.max(1).values.median()
+
+
 def test_prior_errors():
     with pytest.raises(ConfigError, match="cannot be sampled conditioned"):
         build_prior("gaussian", 2).sample(3, torch.tensor([0, 1, 2]))
@@ -63,6 +82,8 @@ def test_prior_errors():
         build_prior("mixture-2d", 2, k=3).sample(2, torch.tensor([0, 5]))
     with pytest.raises(ConfigError, match="2-D"):
         build_prior("mixture-2d", 3)
+    with pytest.raises(ConfigError, match="temperature > 0"):
+        build_prior("concrete", 4, temperature=0.0)
     with pytest.raises(ConfigError, match="unknown prior"):
         build_prior("gausian", 2)
     with pytest.raises(ConfigError, match="std"):
@@ -203,6 +224,19 @@ def test_label_shift_translates_the_labeled_batch(monkeypatch):
     monkeypatch.setattr("regae.models.aae.random_shift", lambda x, s: seen.append(s) or x)
     m.classification_loss(Batch(torch.zeros(10, 1, 8, 8)))
     assert seen == [1]
+
+
+def test_category_temperature_relaxes_the_adversarys_one_hots_only():
+    m, splits = _model({"type": "semi-supervised-aae", "category_temperature": 0.5}, {"labels_per_class": 5})
+    real, fake = m.adversarial_codes(Batch(splits.train.x[:200]))
+    y_real = real[0]
+    assert torch.allclose(y_real.sum(1), torch.ones(200)) and (y_real.max(1).values < 1).all()
+    assert y_real.max(1).values.median() > 0.5  # near a vertex, not at it
+    exact, _ = _model({"type": "semi-supervised-aae"}, {"labels_per_class": 5})
+    assert torch.equal(exact.adversarial_codes(Batch(splits.train.x[:20]))[0][0].max(1).values, torch.ones(20))
+    assert m.categorical.sample(3, torch.tensor([0, 1, 2])).max(1).values.eq(1).all()  # generation: one-hots
+    with pytest.raises(ConfigError, match="category_temperature"):
+        _cfg({"type": "semi-supervised-aae", "category_temperature": -0.1}, {"labels_per_class": 5})
 
 
 def test_frozen_discriminator_passes_gradient_to_its_input_only():

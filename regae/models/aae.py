@@ -548,12 +548,21 @@ class SemiSupervisedAAEConfig(AAEConfig):
     # Not in the paper (named in reports when used): random translations of up to this many pixels of the
     # labeled minibatch in the semi_supervised phase; 100 labels are few enough for q(y|x) to memorise them.
     label_shift: int = 0
+    # Not in the paper (named in reports when used): > 0 draws the categorical adversary's positive samples
+    # from the Concrete relaxation of Cat(y) at this temperature instead of exact one-hots. Matching exact
+    # one-hots drives the softmax to saturation, where its Jacobian vanishes: a category the encoder has
+    # collapsed into can no longer be moved by the adversary. Generation still uses exact one-hots.
+    category_temperature: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_num_classes(self.num_classes)
         if self.label_shift < 0:
             raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
+        if self.category_temperature < 0:
+            raise ConfigError(
+                f"model.category_temperature must be >= 0 (0: exact one-hots), got {self.category_temperature}"
+            )
 
 
 @register_model("semi-supervised-aae", help="§5: q(y|x) Categorical + q(z|x) Gaussian, two adversaries, three phases")
@@ -571,6 +580,8 @@ class SemiSupervisedAAE(_AAEBase):
         self.disc_y = discriminator(c.num_classes, c.disc_hidden)
         self.disc_z = discriminator(c.code_dim, c.disc_hidden)
         self.categorical = build_prior("categorical", c.num_classes)
+        t = c.category_temperature
+        self.category_prior = build_prior("concrete", c.num_classes, temperature=t) if t else self.categorical
 
     def decoder_in_dim(self) -> int:
         return self.config.code_dim + self.config.num_classes
@@ -600,7 +611,7 @@ class SemiSupervisedAAE(_AAEBase):
         n = batch.x.shape[0]
         logits, z = self.encode_parts(batch.x)
         dev = z.device
-        return [self.categorical.sample(n, device=dev), self.prior.sample(n, device=dev)], [logits.softmax(1), z]
+        return [self.category_prior.sample(n, device=dev), self.prior.sample(n, device=dev)], [logits.softmax(1), z]
 
     def predict_proba(self, x: Tensor) -> Tensor:
         return self.encode_parts(x)[0].softmax(1)
