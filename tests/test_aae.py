@@ -227,11 +227,13 @@ def test_label_shift_translates_the_labeled_batch(monkeypatch):
 
 
 def test_category_temperature_relaxes_the_adversarys_one_hots_only():
+    torch.manual_seed(0)
     m, splits = _model({"type": "semi-supervised-aae", "category_temperature": 0.5}, {"labels_per_class": 5})
     real, fake = m.adversarial_codes(Batch(splits.train.x[:200]))
-    y_real = real[0]
-    assert torch.allclose(y_real.sum(1), torch.ones(200)) and (y_real.max(1).values < 1).all()
-    assert y_real.max(1).values.median() > 0.5  # near a vertex, not at it
+    top = real[0].max(1).values
+    assert torch.allclose(real[0].sum(1), torch.ones(200))
+    # near a vertex, not at it (a single sample may round to 1.0 in float32, the median may not)
+    assert 0.5 < top.median() < 0.95
     exact, _ = _model({"type": "semi-supervised-aae"}, {"labels_per_class": 5})
     assert torch.equal(exact.adversarial_codes(Batch(splits.train.x[:20]))[0][0].max(1).values, torch.ones(20))
     assert m.categorical.sample(3, torch.tensor([0, 1, 2])).max(1).values.eq(1).all()  # generation: one-hots
