@@ -43,7 +43,15 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target("aae-semi-1000", "semi-supervised MNIST, 1000 labels (table 2)", "test/error", 1.60, "%"),
+        Target(
+            "aae-semi-1000-fast",
+            f"semi-supervised MNIST, 1000 labels: regae's {SHORT}",
+            "test/error",
+            1.60,
+            "%",
+        ),
         Target("aae-semi-all", "supervised MNIST, all labels (table 2)", "test/error", 0.85, "%"),
+        Target("aae-semi-all-fast", f"supervised MNIST, all labels: regae's {SHORT}", "test/error", 0.85, "%"),
         Target("aae-cluster-16", "unsupervised clustering, 16 clusters (table 3)", "test/error", 9.55, "%"),
         Target("aae-cluster-30", "unsupervised clustering, 30 clusters (table 3)", "test/error", 4.10, "%"),
         Target(

@@ -80,3 +80,12 @@ def test_report_only_rebuilds_the_report_from_finished_runs(tmp_path):
     main(["reproduce", "aae", "--report-only", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path)])
     table = [line for line in (tmp_path / "aae.md").read_text().splitlines() if line.startswith("| ")][1:]
     assert len(table) == 1 and "| 0.85 % | 1.23 % | 6.5 of 5000 (3250 steps) | 6.3 min (7 min) |" in table[0]
+
+
+def test_every_reproduction_target_has_a_shipped_config():
+    from regae.config import load_experiment
+    from regae.reproduce import PAPERS
+
+    for target in PAPERS["aae"]:
+        cfg = load_experiment(target.experiment)
+        assert "aae" in cfg.model.type, target.experiment
