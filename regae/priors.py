@@ -148,6 +148,10 @@ class Labeled2DPrior(Prior):
     def _sample(self, n: int, device: torch.device) -> Tensor:
         return self._sample_conditional(torch.randint(self.k, (n,), device=device))
 
+    def part_of(self, z: Tensor) -> Tensor:
+        """The part (label) each 2-D point belongs to: what fig. 4 shows by colour."""
+        raise NotImplementedError
+
 
 @PRIORS.register("mixture-2d", help="K elongated 2-D Gaussians arranged radially on a circle (AAE fig. 2b, 4a)")
 @dataclass
@@ -168,6 +172,15 @@ class Mixture2DPrior(Labeled2DPrior):
         angle = labels.float() * (2 * math.pi / self.k)
         c, s = angle.cos(), angle.sin()
         return torch.stack([c * x - s * y, s * x + c * y], 1)
+
+    def part_of(self, z: Tensor) -> Tensor:
+        """The most likely component: the largest log-density over the K rotated Gaussians."""
+        angle = torch.arange(self.k, device=z.device) * (2 * math.pi / self.k)
+        c, s = angle.cos(), angle.sin()  # rotate z back by each component's angle
+        x = c * z[:, :1] + s * z[:, 1:]
+        y = -s * z[:, :1] + c * z[:, 1:]
+        logp = -(((x - self.radius) / self.radial_std) ** 2 + (y / self.tangential_std) ** 2) / 2
+        return logp.argmax(1)
 
     def component_grid(self, label: int, n: int = 10) -> Tensor:
         """An n×n grid over component ``label`` at Gaussian percentiles 5 %..95 % of each of its axes
@@ -202,6 +215,12 @@ class SwissRollPrior(Labeled2DPrior):
     def _sample(self, n: int, device: torch.device) -> Tensor:
         t = torch.rand(n, device=device)
         return self.point(t) + self.noise * torch.randn(n, 2, device=device)
+
+    def part_of(self, z: Tensor) -> Tensor:
+        """The stretch of the nearest point of the roll's axis (on a grid of 4001 positions)."""
+        t = torch.linspace(0, 1, 4001, device=z.device)
+        nearest = torch.cdist(z, self.point(t)).argmin(1)
+        return (t[nearest] * self.k).floor().long().clamp(max=self.k - 1)
 
     def _sample_conditional(self, labels: Tensor) -> Tensor:
         t = (labels.float() + torch.rand(labels.shape[0], device=labels.device)) / self.k

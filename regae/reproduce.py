@@ -83,17 +83,19 @@ PAPERS: dict[str, list[Target]] = {
         ),
         Target(
             "aae-mog-conditional",
-            "10-component 2-D mixture, label-conditioned adversary, 10k labels (fig. 4a-b; test energy)",
-            "test/energy",
+            "10-component 2-D mixture, label-conditioned adversary, 10k labels (fig. 4a-b; % of test codes "
+            "outside their label's component)",
+            "test/part_error",
             None,
-            "nats",
+            "%",
         ),
         Target(
             "aae-swissroll-conditional",
-            "swiss roll, label-conditioned adversary, 10k labels (fig. 4c-d; test energy)",
-            "test/energy",
+            "swiss roll, label-conditioned adversary, 10k labels (fig. 4c-d; % of test codes outside their "
+            "label's stretch of the roll)",
+            "test/part_error",
             None,
-            "nats",
+            "%",
         ),
         Target(
             "aae-likelihood",

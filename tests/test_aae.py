@@ -41,6 +41,27 @@ def test_swiss_roll_labels_follow_the_axis():
     assert r == sorted(r)  # label k sits further along (outward) the roll than label k-1
 
 
+@pytest.mark.parametrize("name", ["mixture-2d", "swiss-roll"])
+def test_part_of_recovers_the_label_of_conditional_samples(name):
+    torch.manual_seed(0)
+    prior = build_prior(name, 2, k=10)
+    labels = torch.arange(10).repeat(300)
+    agree = (prior.part_of(prior.sample(len(labels), labels)) == labels).float().mean()
+    assert agree > 0.95  # misses only where parts touch (petals near the origin, ends of roll stretches)
+    wrong = (prior.part_of(prior.sample(len(labels), (labels + 3) % 10)) == labels).float().mean()
+    assert wrong < 0.05
+
+
+def test_conditional_aae_reports_the_share_of_codes_outside_their_part():
+    m, splits = _model({"type": "aae", "code_dim": 2, "prior": "swiss-roll", "conditional": True})
+    val = splits.val
+    assert 0 <= m.evaluate(val)["part_error"] <= 100
+    torch.manual_seed(0)
+    m.encode = lambda x: m.prior.sample(len(x), val.y[: len(x)])  # codes exactly where the prior puts them
+    assert m.evaluate(val, batch_size=len(val))["part_error"] < 5
+    assert "part_error" not in _model({"type": "aae", "code_dim": 2})[0].evaluate(val)
+
+
 def test_mixture_component_grid_spans_its_component():
     prior = build_prior("mixture-2d", 2, k=10)
     g = prior.component_grid(3, 10)

@@ -342,6 +342,18 @@ class AAE(_AAEBase):
     def latent(self, batch: Batch) -> Tensor:
         return self.decoder_input(self.encode(batch.x), batch)
 
+    @torch.no_grad()
+    def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
+        """Energy, and with the label-conditioned adversary (§2.3) ``part_error``: the % of labeled codes
+        outside their label's part of the prior (fig. 4 in one number; the energy alone cannot say whether
+        the codes follow the prior)."""
+        m = super().evaluate(data, batch_size)
+        if self.config.conditional and data.y is not None and (data.y >= 0).any():
+            z = torch.cat([self.encode(data.x[i : i + batch_size]) for i in range(0, len(data), batch_size)])
+            labeled = data.y >= 0
+            m["part_error"] = 100 * (self.prior.part_of(z[labeled]) != data.y[labeled]).float().mean().item()
+        return m
+
     def joint_parts(self, batch: Batch) -> tuple[Tensor, list[Tensor], list[Tensor]]:
         z = self.encode(batch.x)
         real, fake = self.code_pairs(batch, z)
