@@ -206,6 +206,10 @@ def collect_rows(paper: str, out_dir: Path) -> list[tuple[Target, Path, dict]]:
             continue
         info = json.loads(path.read_text())
         if "reproduce" in info and "test" in info:
+            # `regae eval <run>` re-scores the final model into eval.json: it adds metrics the run predates
+            evaluated = out_dir / t.experiment / "eval.json"
+            if evaluated.is_file():
+                info["test"] = {**json.loads(evaluated.read_text()), **info["test"]}
             rows.append((t, out_dir / t.experiment, info))
     return rows
 

@@ -81,6 +81,16 @@ def test_report_only_rebuilds_the_report_from_finished_runs(tmp_path):
     table = [line for line in (tmp_path / "aae.md").read_text().splitlines() if line.startswith("| ")][1:]
     assert len(table) == 1 and "| 0.85 % | 1.23 % | 6.5 of 5000 (3250 steps) | 6.3 min (7 min) |" in table[0]
 
+    # a metric the run predates, added later by `regae eval` (eval.json), fills its row; run.json wins ties
+    (run / "eval.json").write_text(json.dumps({"test/error": 9.99, "test/part_error": 4.5}))
+    (tmp_path / "runs" / "aae-mog-conditional").mkdir()
+    info["test"] = {"test/energy": 17.0}
+    (tmp_path / "runs" / "aae-mog-conditional" / "run.json").write_text(json.dumps(info))
+    (tmp_path / "runs" / "aae-mog-conditional" / "eval.json").write_text(json.dumps({"test/part_error": 7.65}))
+    main(["reproduce", "aae", "--report-only", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path)])
+    text = (tmp_path / "aae.md").read_text()
+    assert "| 1.23 % |" in text and "9.99" not in text and "| 7.65 % |" in text
+
 
 def test_every_reproduction_target_has_a_shipped_config():
     from regae.config import load_experiment
