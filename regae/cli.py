@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
-from regae.errors import RegaeError
+from regae.errors import ConfigMigrationWarning, RegaeError
 
 
 def _kv(items: list[str], allowed: dict[str, type], command: str) -> dict:
@@ -221,7 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """regae's own warnings as one line for the command's user, without the source line they came from."""
+    if issubclass(category, ConfigMigrationWarning):
+        print(f"regae: warning: {message}", file=sys.stderr if file is None else file)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    warnings.showwarning = _show_warning
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may also follow options (`regae reproduce aae --budget 5m epochs=3`)

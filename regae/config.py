@@ -13,8 +13,11 @@ the closest valid key.
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -22,7 +25,7 @@ from typing import Any, Union
 import yaml
 
 from regae.data.base import DataConfig
-from regae.errors import ConfigError
+from regae.errors import ConfigError, ConfigMigrationWarning
 from regae.registry import MODELS, suggest
 
 
@@ -149,10 +152,58 @@ class ExperimentConfig:
         return self.model.type
 
     def to_dict(self) -> dict:
-        return to_dict(self)
+        return {"config_version": CONFIG_VERSION, **to_dict(self)}
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------- saved configs
+
+# Saved runs and model folders record the config format they were written in. Bump CONFIG_VERSION whenever
+# a key is renamed or removed, and add the step that brings version N - 1 to N to MIGRATIONS, so runs saved
+# by an earlier regae still load (user-written configs stay strict: an unknown key is an error).
+CONFIG_VERSION = 2
+
+
+def _label_shift_moved(raw: dict) -> list[str]:
+    """Version 2 moved ``model.label_shift`` from every AAE to the semi-supervised AAEs, the only ones whose
+    training it ever changed; on the others it is dropped."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or "label_shift" not in model or model.get("type") not in MODELS:
+        return []
+    if "label_shift" in {f.name for f in fields(model_config_class(model["type"]))}:
+        return []
+    value = model.pop("label_shift")
+    return [f"dropped model.label_shift={value!r}, which model type {model['type']!r} never used"]
+
+
+MIGRATIONS: dict[int, Callable[[dict], list[str]]] = {1: _label_shift_moved}  # version -> its step to +1
+
+
+def migrate(raw: dict, where: str, default_version: int = 1) -> dict:
+    """A config mapping saved by an earlier regae, brought up to :data:`CONFIG_VERSION` (a copy).
+
+    Its ``config_version`` key (``default_version`` when absent: files saved before versioning) picks
+    the steps to run; each change is named in one warning. A newer version than this regae's is an error.
+    """
+    raw = copy.deepcopy(raw)
+    version = raw.pop("config_version", default_version)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(f"{where}: config_version must be an integer >= 1, got {version!r}")
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{where} was written by a newer regae (config version {version}; this one reads up to "
+            f"{CONFIG_VERSION}). Upgrade regae to load it."
+        )
+    changes = [change for v in range(version, CONFIG_VERSION) for change in MIGRATIONS[v](raw)]
+    if changes:
+        warnings.warn(
+            f"{where} was saved by an older regae (config version {version}): " + "; ".join(changes),
+            ConfigMigrationWarning,
+            stacklevel=2,
+        )
+    return raw
 
 
 # ----------------------------------------------------------------------------------------------- parsing
@@ -272,7 +323,8 @@ def build_experiment(raw: dict, experiment: str = "custom") -> ExperimentConfig:
     """Validate a raw mapping (from YAML) into an ExperimentConfig."""
     if not isinstance(raw, dict):
         raise ConfigError(f"an experiment config must be a mapping, got {type(raw).__name__}")
-    raw = dict(raw)
+    # a config written by `regae config` or copied from a run folder says its version; without it, the current
+    raw = migrate(raw, f"experiment {experiment!r}", default_version=CONFIG_VERSION)
     unknown = set(raw) - {"model", "data", "train", "experiment", "description"}
     for key in sorted(unknown):
         raise ConfigError(
@@ -404,6 +456,8 @@ __all__ = [
     "ExperimentConfig",
     "DataConfig",
     "build_experiment",
+    "migrate",
+    "CONFIG_VERSION",
     "load_experiment",
     "apply_overrides",
     "experiment_names",

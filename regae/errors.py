@@ -23,3 +23,7 @@ class NonFiniteLossError(RegaeError, FloatingPointError):
 
 class NotGenerativeError(RegaeError, NotImplementedError):
     """The model has no prior to sample from."""
+
+
+class ConfigMigrationWarning(UserWarning):
+    """A saved config came from an older regae and was brought up to date (renamed or removed keys)."""

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from regae.config import ExperimentConfig, build_experiment, load_experiment, to_dict
+from regae.config import ExperimentConfig, build_experiment, load_experiment, migrate, to_dict
 from regae.data import DataSplits, load_data
 from regae.engine.checkpoint import atomic_write_text
 from regae.engine.trainer import Trainer, make_fabric
@@ -70,11 +70,22 @@ def _write_run_json(run_dir: Path, **fields: Any) -> None:
     atomic_write_text(path, json.dumps(info, indent=1))
 
 
-def read_run_config(run_dir: Path) -> ExperimentConfig:
+def _read_run_raw(run_dir: Path) -> dict:
+    """A run folder's saved config mapping, brought up to this regae's config format."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a regae run folder (no config.yaml)")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} does not hold a config mapping")
+    return migrate(raw, str(path))  # saved before versioning: version 1
+
+
+def read_run_config(run_dir: Path) -> ExperimentConfig:
+    raw = _read_run_raw(run_dir)
     return build_experiment(raw, raw.get("experiment", Path(run_dir).name))
 
 
@@ -117,13 +128,14 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     if overrides:
-        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+        raw = _read_run_raw(run_dir)
         from regae.config import apply_overrides
 
         for o in overrides:
             if o.split("=", 1)[0].removeprefix("train.") not in (
                 "epochs",
                 "max_steps",
+                "max_minutes",
                 "progress",
                 "log_every",
                 "eval_every",

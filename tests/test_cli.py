@@ -203,10 +203,10 @@ def test_eval_of_a_folder_that_is_not_a_run_exits_2(tmp_path, capsys):
 
 
 def test_resume_extends_a_finished_run(ae_run, tmp_path, capsys):
-    """`regae resume RUN max_steps=40` continues a finished 30-step run to step 40."""
+    """`regae resume RUN max_steps=40 max_minutes=5` continues a finished 30-step run to step 40."""
     run_dir = tmp_path / "tiny-ae"
     shutil.copytree(ae_run[0], run_dir)
-    assert main(["resume", str(run_dir), "max_steps=40"]) == 0
+    assert main(["resume", str(run_dir), "max_steps=40", "max_minutes=5"]) == 0
     assert f"finished {run_dir}: 40 steps" in capsys.readouterr().out
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "finished" and info["steps"] == 40
@@ -214,7 +214,8 @@ def test_resume_extends_a_finished_run(ae_run, tmp_path, capsys):
     assert (run_dir / "checkpoints" / "step-00000040").is_dir()
     steps = [int(line.split(",")[0]) for line in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == [10, 20, 30, 40]
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["max_steps"] == 40
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["train"]["max_steps"] == 40 and saved["train"]["max_minutes"] == 5
 
 
 def test_resume_refuses_to_change_the_model(ae_run, tmp_path, capsys):

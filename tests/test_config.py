@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 import regae
 from regae.config import (
+    CONFIG_VERSION,
     ExperimentConfig,
     OptimConfig,
     ScheduleConfig,
@@ -23,11 +25,11 @@ from regae.config import (
 from regae.data import load_data
 from regae.engine import Trainer
 from regae.engine.checkpoint import flatten_optimizer, read_folder, unflatten_optimizer, write_folder
-from regae.errors import CheckpointError, ConfigError, NonFiniteLossError
+from regae.errors import CheckpointError, ConfigError, ConfigMigrationWarning, NonFiniteLossError
 from regae.models import AE
-from regae.models.base import register_model
+from regae.models.base import Autoencoder, register_model
 from regae.registry import MODELS
-from regae.run import build_model
+from regae.run import build_model, read_run_config
 
 
 def toy(out_dir: Path, model: dict | None = None, data: dict | None = None, **train) -> ExperimentConfig:
@@ -570,3 +572,58 @@ def test_dotted_key_without_section_is_resolved_like_a_bare_key():
     assert cfg.train.phase_optim == {}
     with pytest.raises(ConfigError, match="Did you mean 'optim'"):
         load_experiment("dae-mnist", ["optm.lr=0.1"])
+
+
+# ------------------------------------------------------------------------------ configs of older regae
+
+
+def _old_aae_raw() -> dict:
+    """A plain AAE's config as regae wrote it before config versions: with the since-moved label_shift."""
+    raw = build_experiment({"model": {"type": "aae", "hidden": [8], "disc_hidden": [8], "code_dim": 2}}).to_dict()
+    assert raw.pop("config_version") == CONFIG_VERSION
+    raw["model"]["label_shift"] = 0
+    return raw
+
+
+def test_a_run_saved_by_an_older_regae_loads_with_a_warning(tmp_path):
+    """A run folder whose config.yaml has a key a later version removed still loads; the warning names it."""
+    import yaml
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(_old_aae_raw()))
+    with pytest.warns(ConfigMigrationWarning, match=r"config.yaml.*version 1.*model.label_shift"):
+        cfg = read_run_config(tmp_path)
+    assert cfg.model_type == "aae" and not hasattr(cfg.model, "label_shift")
+    # written again, it says its version and loads silently
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_run_config(tmp_path) == cfg
+
+
+def test_user_configs_stay_strict_and_newer_versions_are_refused(tmp_path):
+    """Migration is for saved runs: a hand-written config with a removed key is still an unknown key; a
+    config from a newer regae, or with a nonsense version, is refused by name."""
+    raw = _old_aae_raw()
+    with pytest.raises(ConfigError, match="unknown config key 'model.label_shift'"):
+        build_experiment(raw)
+    with pytest.raises(ConfigError, match="newer regae"):
+        build_experiment({**raw, "config_version": CONFIG_VERSION + 1})
+    with pytest.raises(ConfigError, match="config_version must be an integer"):
+        build_experiment({**raw, "config_version": "two"})
+    with pytest.warns(ConfigMigrationWarning):  # an old run's file, copied by hand, says its version
+        assert build_experiment({**raw, "config_version": 1}).model_type == "aae"
+
+
+def test_a_model_folder_saved_by_an_older_regae_loads_with_a_warning(tmp_path):
+    """from_pretrained migrates the config.json of a model folder written before config versions."""
+    model = {"type": "aae", "hidden": [8], "disc_hidden": [8], "code_dim": 2}
+    cfg = build_experiment({"model": model, "data": {"name": "two-moons", "n_samples": 200}})
+    model = build_model(cfg, load_data(cfg.data))
+    folder = model.save_pretrained(tmp_path / "m")
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta.pop("config_version") == CONFIG_VERSION
+    meta["config"]["label_shift"] = 0
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.warns(ConfigMigrationWarning, match=r"config.json.*model.label_shift"):
+        loaded = Autoencoder.from_pretrained(folder)
+    assert loaded.config == model.config

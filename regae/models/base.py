@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from regae.config import check_choice, from_dict, to_dict
+from regae.config import CONFIG_VERSION, check_choice, from_dict, migrate, to_dict
 from regae.data.base import ArrayDataset, DataSplits, check_array
 from regae.engine.checkpoint import read_folder, write_folder
 from regae.engine.phase import Batch, Phase
@@ -200,7 +200,7 @@ class Autoencoder(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` + ``model.safetensors`` (atomically) to ``directory``."""
-        meta = {"model_type": self.model_type, "config": to_dict(self.config)}
+        meta = {"model_type": self.model_type, "config": to_dict(self.config), "config_version": CONFIG_VERSION}
         import regae
 
         meta["regae_version"] = regae.__version__
@@ -224,7 +224,9 @@ class Autoencoder(nn.Module):
         if not isinstance(meta.get("config"), dict):
             raise CheckpointError(f"{directory}/config.json has no 'config' mapping: not a regae model folder")
         try:
-            config = from_dict(model_cls.config_class, meta["config"], "config")
+            # an older regae may have saved keys that were renamed or removed since (regae.config.migrate)
+            saved = {"config_version": meta.get("config_version", 1), "model": {"type": model_type, **meta["config"]}}
+            config = from_dict(model_cls.config_class, migrate(saved, f"{directory}/config.json")["model"], "config")
         except ConfigError as e:
             raise CheckpointError(f"{directory}/config.json is invalid: {e}") from None
         model = model_cls(config)
