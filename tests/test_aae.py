@@ -60,6 +60,19 @@ def test_conditional_aae_reports_the_share_of_codes_outside_their_part():
     m.encode = lambda x: m.prior.sample(len(x), val.y[: len(x)])  # codes exactly where the prior puts them
     assert m.evaluate(val, batch_size=len(val))["part_error"] < 5
     assert "part_error" not in _model({"type": "aae", "code_dim": 2})[0].evaluate(val)
+    # unlabeled rows (y = -1) do not count: their codes are all wrong here, the labeled ones right
+    from regae.data.base import ArrayDataset
+
+    y = val.y.clone()
+    y[1::2] = -1
+    m.encode = (
+        lambda x: torch.where(  # labeled rows on their part, unlabeled ones at the far end of the roll
+            (y[: len(x)] >= 0)[:, None], m.prior.sample(len(x), val.y[: len(x)]), m.prior.point(torch.ones(len(x)))
+        )
+    )
+    half = ArrayDataset(val.x, y)
+    assert m.evaluate(half, batch_size=len(val))["part_error"] < 5
+    assert "part_error" not in m.evaluate(ArrayDataset(val.x, torch.full_like(y, -1)), batch_size=len(val))
 
 
 def test_mixture_component_grid_spans_its_component():

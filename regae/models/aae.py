@@ -342,18 +342,15 @@ class AAE(_AAEBase):
     def latent(self, batch: Batch) -> Tensor:
         return self.decoder_input(self.encode(batch.x), batch)
 
-    @torch.no_grad()
-    def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
+    def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         """Energy, and with the label-conditioned adversary (§2.3) ``part_error``: the % of labeled codes
         outside their label's part of the prior (fig. 4 in one number; the energy alone cannot say whether
-        the codes follow the prior)."""
-        m = super().evaluate(data, batch_size)
-        if self.config.conditional and data.y is not None and (data.y >= 0).any():
-            wrong = torch.zeros((), device=data.x.device)  # per batch: the roll's distance table is batch × 4001
-            for i in range(0, len(data), batch_size):
-                y = data.y[i : i + batch_size]
-                wrong += ((self.prior.part_of(self.encode(data.x[i : i + batch_size])) != y) & (y >= 0)).sum()
-            m["part_error"] = 100 * wrong.item() / (data.y >= 0).sum().item()
+        the codes follow the prior). Unlabeled samples (y = -1) are NaN, so it averages over labeled ones."""
+        z = self.encode(x)
+        m = self.output_metrics(x, self.decode(z))
+        if self.config.conditional and y is not None:
+            wrong = 100 * (self.prior.part_of(z) != y).float()
+            m["part_error"] = wrong.masked_fill(y < 0, float("nan"))
         return m
 
     def joint_parts(self, batch: Batch) -> tuple[Tensor, list[Tensor], list[Tensor]]:
@@ -498,16 +495,6 @@ class SupervisedAAE(AAE):
         if y is None:
             return {}
         return {"energy": self.reconstruction_energy(x, self.decode(self.latent(Batch(x, y))))}
-
-    @torch.no_grad()
-    def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
-        e = torch.cat(
-            [
-                self.eval_metrics(data.x[i : i + batch_size], data.y[i : i + batch_size])["energy"]
-                for i in range(0, len(data), batch_size)
-            ]
-        )
-        return {"energy": e.mean().item()}
 
     def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         if y is None:

@@ -121,8 +121,8 @@ class SparseAE(Autoencoder):
         l1 = z.abs().sum(1).mean()
         return rec + self.sparsity_weight * l1, {"energy": rec.detach(), "l1": l1.detach()}
 
-    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
-        m = super().eval_metrics(x)
+    def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        m = super().eval_metrics(x, y)
         m["active_fraction"] = (self.encode(x) > 0).float().mean(1)
         return m
 
@@ -218,8 +218,8 @@ class CAE(Autoencoder):
         jac = self.contraction(batch.x).mean()
         return rec + self.contraction_weight * jac, {"energy": rec.detach(), "jacobian_fro2": jac.detach()}
 
-    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
-        m = super().eval_metrics(x)
+    def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        m = super().eval_metrics(x, y)
         with torch.enable_grad():
             m["jacobian_fro2"] = self.contraction(x[:200]).detach().mean().expand(x.shape[0])
         return m

@@ -173,18 +173,25 @@ class Autoencoder(nn.Module):
 
     @torch.no_grad()
     def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
-        """Mean energy (reconstruction NLL) on ``data`` plus model-specific metrics."""
-        totals: dict[str, Tensor] = {}
-        n = len(data)
-        for i in range(0, n, batch_size):
-            x = data.x[i : i + batch_size]
-            for k, v in self.eval_metrics(x).items():
-                totals[k] = totals.get(k, 0) + v.sum()
-        return {k: float(v) / n for k, v in totals.items()}
+        """Mean energy (reconstruction NLL) on ``data`` plus model-specific metrics, in one pass over it.
 
-    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
-        """Per-sample metrics of a batch, averaged by :meth:`evaluate`."""
-        out = self.decode(self.encode(x))
+        A metric is averaged over the samples where it is defined: :meth:`eval_metrics` marks the others
+        NaN (e.g. a label metric on unlabeled samples), and a metric defined nowhere is left out."""
+        totals: dict[str, Tensor] = {}
+        counts: dict[str, Tensor] = {}
+        for i in range(0, len(data), batch_size):
+            y = None if data.y is None else data.y[i : i + batch_size]
+            for k, v in self.eval_metrics(data.x[i : i + batch_size], y).items():
+                totals[k] = totals.get(k, 0) + v.nansum()
+                counts[k] = counts.get(k, 0) + (~v.isnan()).sum()
+        return {k: float(totals[k]) / int(counts[k]) for k in totals if int(counts[k])}
+
+    def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-sample metrics of a batch (labels ``y`` if the data has them), averaged by :meth:`evaluate`."""
+        return self.output_metrics(x, self.decode(self.encode(x)))
+
+    def output_metrics(self, x: Tensor, out: Tensor) -> dict[str, Tensor]:
+        """Per-sample energy of ``x`` under the decoder output ``out`` (and its squared error if Bernoulli)."""
         m = {"energy": self.reconstruction_energy(x, out)}
         if self.config.likelihood == "bernoulli":
             m["mse"] = (self.mean(out) - x).square().flatten(1).sum(1)

@@ -82,7 +82,7 @@ class VAE(Autoencoder):
         mu, logvar = self.posterior(x)
         return self.reconstruction_energy(x, self.decode(mu)) + self.beta * gaussian_kl(mu, logvar)
 
-    def eval_metrics(self, x: Tensor) -> dict[str, Tensor]:
+    def eval_metrics(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
         mu, logvar = self.posterior(x)  # one encoder pass for every metric
         kl = gaussian_kl(mu, logvar)
         out_mean = self.decode(mu)
