@@ -385,3 +385,20 @@ def test_compiled_aae_trains(tmp_path, regularization):
     assert all(torch.isfinite(p).all() for p in m.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, m.encoder_parameters()))
     assert getattr(m, "_codes", None) is None  # nothing was cached for the generator step
+
+
+def test_swiss_roll_width_follows_its_schedule(tmp_path):
+    """``train.schedules.prior_noise`` narrows the swiss roll during training; other priors refuse it."""
+    from regae.engine import Trainer
+
+    schedule = {"prior_noise": {"start": 0.5, "end": 0.1, "steps": 10}}
+    roll = {"type": "aae", "code_dim": 2, "prior": "swiss-roll", "conditional": True}
+    for model, steps in ((roll, 5), (roll, 20)):
+        cfg = _cfg(model, max_steps=steps, schedules=schedule, out_dir=str(tmp_path), overwrite=True)
+        splits = load_data(cfg.data)
+        m = Trainer(cfg, tmp_path / f"run{steps}").fit(build_model(cfg, splits), splits)
+        assert m.prior.noise == pytest.approx(0.5 - 0.4 * min(steps - 1, 10) / 10, abs=1e-6), steps
+    cfg = _cfg({"type": "aae", "code_dim": 2}, schedules=schedule, out_dir=str(tmp_path))
+    splits = load_data(cfg.data)
+    with pytest.raises(ConfigError, match="prior_noise needs a prior with a width"):
+        Trainer(cfg, tmp_path / "gauss").fit(build_model(cfg, splits), splits)

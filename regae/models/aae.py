@@ -317,6 +317,23 @@ class AAE(_AAEBase):
     """§2: q(z|x) matched to p(z) by an adversary; §2.3 with ``conditional``: D also sees one-hot(y) with an
     extra "unlabeled" class, positives drawn from that label's part of the prior."""
 
+    schedulable = ("prior_noise",)
+
+    @property
+    def prior_noise(self) -> float:
+        """The width of a swiss-roll prior, schedulable (``train.schedules.prior_noise``): a roll that starts
+        wide and narrows lets each label's codes find their stretch before the stretches separate."""
+        if not hasattr(self.prior, "noise"):
+            raise ConfigError(
+                f"train.schedules.prior_noise needs a prior with a width (swiss-roll), not {self.config.prior!r}"
+            )
+        return self.prior.noise
+
+    @prior_noise.setter
+    def prior_noise(self, value: float) -> None:
+        self.prior_noise  # noqa: B018 (the check above)
+        self.prior.noise = float(value)
+
     def build_heads(self, width: int) -> None:
         c = self.config
         self.num_labels = self.build_prior().num_classes if c.conditional else 0
