@@ -402,3 +402,20 @@ def test_swiss_roll_width_follows_its_schedule(tmp_path):
     splits = load_data(cfg.data)
     with pytest.raises(ConfigError, match="prior_noise needs a prior with a width"):
         Trainer(cfg, tmp_path / "gauss").fit(build_model(cfg, splits), splits)
+
+
+def test_category_temperature_follows_its_schedule(tmp_path):
+    """``train.schedules.category_temperature`` anneals the categorical adversary's positives from soft to
+    exact one-hots (τ = 0 swaps the Concrete prior back for the categorical one)."""
+    from regae.engine import Trainer
+    from regae.priors import CategoricalPrior, ConcretePrior
+
+    schedule = {"category_temperature": {"start": 1.0, "end": 0.0, "steps": 10}}
+    for steps, tau in ((5, 0.6), (20, 0.0)):
+        cfg = _cfg({"type": "clustering-aae", "num_classes": 4}, max_steps=steps, schedules=schedule)
+        splits = load_data(cfg.data)
+        m = Trainer(cfg, tmp_path / f"run{steps}").fit(build_model(cfg, splits), splits)
+        assert m.category_temperature == pytest.approx(tau)
+        assert type(m.category_prior) is (ConcretePrior if tau else CategoricalPrior)
+    with pytest.raises(ConfigError, match="category_temperature must be >= 0"):
+        m.category_temperature = -0.1

@@ -591,6 +591,7 @@ class SemiSupervisedAAE(_AAEBase):
 
     config_class = SemiSupervisedAAEConfig
     uses_labels: ClassVar[bool] = True
+    schedulable = ("category_temperature",)
 
     def build_heads(self, width: int) -> None:
         c = self.config
@@ -598,8 +599,20 @@ class SemiSupervisedAAE(_AAEBase):
         self.disc_y = discriminator(c.num_classes, c.disc_hidden)
         self.disc_z = discriminator(c.code_dim, c.disc_hidden)
         self.categorical = build_prior("categorical", c.num_classes)
-        t = c.category_temperature
-        self.category_prior = build_prior("concrete", c.num_classes, temperature=t) if t else self.categorical
+        self.category_temperature = c.category_temperature
+
+    @property
+    def category_temperature(self) -> float:
+        """τ of the categorical adversary's positive samples (0: exact one-hots). Schedulable
+        (``train.schedules.category_temperature``), e.g. annealed from soft to nearly exact one-hots."""
+        return getattr(self.category_prior, "temperature", 0.0)
+
+    @category_temperature.setter
+    def category_temperature(self, value: float) -> None:
+        if value < 0:
+            raise ConfigError(f"category_temperature must be >= 0 (0: exact one-hots), got {value}")
+        k = self.config.num_classes
+        self.category_prior = build_prior("concrete", k, temperature=value) if value else self.categorical
 
     def decoder_in_dim(self) -> int:
         return self.config.code_dim + self.config.num_classes
