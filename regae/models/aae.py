@@ -323,16 +323,18 @@ class AAE(_AAEBase):
     def prior_noise(self) -> float:
         """The width of a swiss-roll prior, schedulable (``train.schedules.prior_noise``): a roll that starts
         wide and narrows lets each label's codes find their stretch before the stretches separate."""
+        return self._prior_with_width().noise
+
+    @prior_noise.setter
+    def prior_noise(self, value: float) -> None:
+        self._prior_with_width().noise = float(value)
+
+    def _prior_with_width(self) -> Prior:
         if not hasattr(self.prior, "noise"):
             raise ConfigError(
                 f"train.schedules.prior_noise needs a prior with a width (swiss-roll), not {self.config.prior!r}"
             )
-        return self.prior.noise
-
-    @prior_noise.setter
-    def prior_noise(self, value: float) -> None:
-        self.prior_noise  # noqa: B018 (the check above)
-        self.prior.noise = float(value)
+        return self.prior
 
     def build_heads(self, width: int) -> None:
         c = self.config
