@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 from regae.config import load_experiment
 from regae.engine.checkpoint import atomic_write_text
@@ -242,6 +243,14 @@ def collect_rows(paper: str, out_dir: Path) -> list[tuple[Target, Path, dict]]:
     return rows
 
 
+def _precision(run_dir: Path) -> str:
+    """ ", bf16-mixed" for a run that did not train in float32 (from its config.yaml), else ""."""
+    path = run_dir / "config.yaml"
+    train = (yaml.safe_load(path.read_text()) or {}).get("train", {}) if path.is_file() else {}
+    precision = str(train.get("precision", "32-true"))
+    return "" if precision in ("32-true", "32") else f", {precision}"
+
+
 def write_report(paper: str, rows: list[tuple[Target, Path, dict]], report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -266,7 +275,7 @@ def write_report(paper: str, rows: list[tuple[Target, Path, dict]], report_dir: 
             f"| {t.what} | {paper_v} | {ours_v} | {info.get('epochs_done', 0)} of {rep.get('schedule_epochs', '?')} "
             f"({info.get('steps', 0)} steps) | {info.get('train_seconds', 0.0) / 60:.1f} min "
             f"({rep.get('budget_minutes', 0):.0f} min) | {hw.get('device', '?')}, {hw.get('threads', '?')} "
-            f"thread(s), torch {hw.get('torch', '?')} | `{run_dir}` |"
+            f"thread(s){_precision(run_dir)}, torch {hw.get('torch', '?')} | `{run_dir}` |"
         )
     lines += ["", "## Figures", ""]
     for t, run_dir, _ in rows:

@@ -80,6 +80,11 @@ def test_report_only_rebuilds_the_report_from_finished_runs(tmp_path):
     main(["reproduce", "aae", "--report-only", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path)])
     table = [line for line in (tmp_path / "aae.md").read_text().splitlines() if line.startswith("| ")][1:]
     assert len(table) == 1 and "| 0.85 % | 1.23 % | 6.5 of 5000 (3250 steps) | 6.3 min (7 min) |" in table[0]
+    assert "| cpu, 1 thread(s), torch x |" in table[0]
+    # a run that trained in another precision says so in its hardware column
+    (run / "config.yaml").write_text("train: {precision: bf16-mixed}\n")
+    main(["reproduce", "aae", "--report-only", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path)])
+    assert "| cpu, 1 thread(s), bf16-mixed, torch x |" in (tmp_path / "aae.md").read_text()
 
     # a metric the run predates, added later by `regae eval` (eval.json), fills its row; run.json wins ties
     (run / "eval.json").write_text(json.dumps({"test/error": 9.99, "test/part_error": 4.5}))
