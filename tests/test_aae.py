@@ -398,6 +398,9 @@ def test_swiss_roll_width_follows_its_schedule(tmp_path):
         splits = load_data(cfg.data)
         m = Trainer(cfg, tmp_path / f"run{steps}").fit(build_model(cfg, splits), splits)
         assert m.prior.noise == pytest.approx(0.5 - 0.4 * min(steps - 1, 10) / 10, abs=1e-6), steps
+        # a reloaded model samples the prior it ended with, not the config's starting width
+        reloaded = type(m).from_pretrained(m.save_pretrained(tmp_path / f"model{steps}"))
+        assert reloaded.prior.noise == m.prior.noise
     cfg = _cfg({"type": "aae", "code_dim": 2}, schedules=schedule, out_dir=str(tmp_path))
     splits = load_data(cfg.data)
     with pytest.raises(ConfigError, match="prior_noise needs a prior with a width"):

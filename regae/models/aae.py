@@ -328,6 +328,8 @@ class AAE(_AAEBase):
     @prior_noise.setter
     def prior_noise(self, value: float) -> None:
         self._prior_with_width().noise = float(value)
+        # the saved config carries the width the model ends with, so a reloaded model samples the same prior
+        self.config.prior_args = {**self.config.prior_args, "noise": float(value)}
 
     def _prior_with_width(self) -> Prior:
         if not hasattr(self.prior, "noise"):
