@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 
-from regae.config import load_experiment
+from regae.config import load_experiment, load_yaml
 from regae.engine.checkpoint import atomic_write_text
 from regae.errors import ConfigError
 
@@ -246,7 +245,7 @@ def collect_rows(paper: str, out_dir: Path) -> list[tuple[Target, Path, dict]]:
 def _precision(run_dir: Path) -> str:
     """ ", bf16-mixed" for a run that did not train in float32 (from its config.yaml), else ""."""
     path = run_dir / "config.yaml"
-    train = (yaml.safe_load(path.read_text()) or {}).get("train", {}) if path.is_file() else {}
+    train = load_yaml(path).get("train", {}) if path.is_file() else {}
     precision = str(train.get("precision", "32-true"))
     return "" if precision in ("32-true", "32") else f", {precision}"
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from regae.config import ExperimentConfig, build_experiment, load_experiment, migrate, to_dict
+from regae.config import ExperimentConfig, build_experiment, load_experiment, load_yaml, migrate, to_dict
 from regae.data import DataSplits, load_data
 from regae.engine.checkpoint import atomic_write_text
 from regae.engine.trainer import Trainer, make_fabric
@@ -75,17 +75,15 @@ def _read_run_raw(run_dir: Path) -> dict:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a regae run folder (no config.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} does not hold a config mapping")
     return migrate(raw, str(path))  # saved before versioning: version 1
 
 
-def read_run_config(run_dir: Path) -> ExperimentConfig:
-    raw = _read_run_raw(run_dir)
+def read_run_config(run_dir: Path, raw: dict | None = None) -> ExperimentConfig:
+    """The run's experiment config (from ``raw``, its already-read mapping, if given)."""
+    raw = _read_run_raw(run_dir) if raw is None else raw
     return build_experiment(raw, raw.get("experiment", Path(run_dir).name))
 
 
@@ -126,9 +124,9 @@ def train(cfg: ExperimentConfig, *, command: str | None = None) -> Path:
 def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
     """Continue a killed or finished run from its latest checkpoint (``overrides`` may extend it)."""
     run_dir = Path(run_dir)
-    cfg = read_run_config(run_dir)
+    raw = _read_run_raw(run_dir)  # read (and migrated, with its warning) once
+    cfg = read_run_config(run_dir, raw)
     if overrides:
-        raw = _read_run_raw(run_dir)
         from regae.config import apply_overrides
 
         for o in overrides:
