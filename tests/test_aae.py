@@ -251,13 +251,50 @@ def test_label_shift_translates_the_labeled_batch(monkeypatch):
         _cfg({"type": "aae", "label_shift": 1})  # an unsupervised AAE has no labeled batch to shift
     with pytest.raises(ConfigError, match="label_shift needs labels"):
         _model({"type": "clustering-aae", "label_shift": 1})
-    with pytest.raises(ConfigError, match="translates images"):
+    with pytest.raises(ConfigError, match="label_shift transforms images"):
         _model({"type": "semi-supervised-aae", "label_shift": 1}, {"name": "two-moons", "labels_per_class": 5})
     m, _ = _model({"type": "semi-supervised-aae", "label_shift": 1}, {"labels_per_class": 5})
     seen = []
     monkeypatch.setattr("regae.models.aae.random_shift", lambda x, s: seen.append(s) or x)
     m.classification_loss(Batch(torch.zeros(10, 1, 8, 8)))
     assert seen == [1]
+
+
+def test_label_rotation_and_scale_jitter_the_labeled_batch(monkeypatch):
+    from regae.data.augment import random_affine
+
+    torch.manual_seed(0)
+    x = torch.zeros(200, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 1.0  # a vertical bar through the centre
+    assert torch.equal(random_affine(x, 0.0, 0.0), x)
+    y = random_affine(x, 90.0, 0.0)
+    # rotation keeps the ink (it stays inside the frame) but turns some bars towards horizontal
+    assert torch.allclose(y.sum((1, 2, 3)), x.sum((1, 2, 3)), rtol=0.05)  # bilinear resampling: a few %
+    width = (y.sum(2) > 0.5).sum((1, 2)).float()  # columns the bar covers
+    assert width.min() <= 3 and width.max() >= 10
+    z = random_affine(x, 0.0, 0.3)
+    mass = z.sum((1, 2, 3)) / x.sum((1, 2, 3))  # zooming by s scales the ink by about s²
+    assert 0.45 < mass.min() < 0.8 and 1.2 < mass.max() < 1.9
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        random_affine(x.flatten(1), 10.0)
+    with pytest.raises(ValueError, match="scale"):
+        random_affine(x, 0.0, 1.0)
+    for bad in ({"label_rotation": -1.0}, {"label_rotation": 181.0}, {"label_scale": 1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            _cfg({"type": "semi-supervised-aae", **bad}, {"labels_per_class": 5})
+    with pytest.raises(ConfigError, match="label_rotation needs labels"):
+        _model({"type": "clustering-aae", "label_rotation": 10.0})
+    with pytest.raises(ConfigError, match="label_scale transforms images"):
+        _model({"type": "semi-supervised-aae", "label_scale": 0.1}, {"name": "two-moons", "labels_per_class": 5})
+    m, _ = _model(
+        {"type": "semi-supervised-aae", "label_rotation": 15.0, "label_scale": 0.1, "label_shift": 2},
+        {"labels_per_class": 5},
+    )
+    seen = []
+    monkeypatch.setattr("regae.models.aae.random_affine", lambda x, r, s: seen.append(("affine", r, s)) or x)
+    monkeypatch.setattr("regae.models.aae.random_shift", lambda x, s: seen.append(("shift", s)) or x)
+    m.classification_loss(Batch(torch.zeros(10, 1, 8, 8)))
+    assert seen == [("affine", 15.0, 0.1), ("shift", 2)]
 
 
 def test_category_temperature_relaxes_the_adversarys_one_hots_only():

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from regae.config import check_choice
-from regae.data.augment import random_shift
+from regae.data.augment import random_affine, random_shift
 from regae.data.base import ArrayDataset, DataSplits
 from regae.engine.phase import Batch, Phase
 from regae.errors import ConfigError, DataError
@@ -570,6 +570,10 @@ class SemiSupervisedAAEConfig(AAEConfig):
     # Not in the paper (named in reports when used): random translations of up to this many pixels of the
     # labeled minibatch in the semi_supervised phase; 100 labels are few enough for q(y|x) to memorise them.
     label_shift: int = 0
+    # Not in the paper (named in reports when used): random rotations of up to this many degrees and zooms
+    # by up to this fraction of the labeled minibatch, before the shift; more variety than 25 translations.
+    label_rotation: float = 0.0
+    label_scale: float = 0.0
     # Not in the paper (named in reports when used): > 0 draws the categorical adversary's positive samples
     # from the Concrete relaxation of Cat(y) at this temperature instead of exact one-hots. Matching exact
     # one-hots drives the softmax to saturation, where its Jacobian vanishes: a category the encoder has
@@ -581,6 +585,10 @@ class SemiSupervisedAAEConfig(AAEConfig):
         check_num_classes(self.num_classes)
         if self.label_shift < 0:
             raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
+        if not 0 <= self.label_rotation <= 180:
+            raise ConfigError(f"model.label_rotation must lie in [0, 180] degrees, got {self.label_rotation}")
+        if not 0 <= self.label_scale < 1:
+            raise ConfigError(f"model.label_scale must lie in [0, 1), got {self.label_scale}")
         if self.category_temperature < 0:
             raise ConfigError(
                 f"model.category_temperature must be >= 0 (0: exact one-hots), got {self.category_temperature}"
@@ -658,20 +666,28 @@ class SemiSupervisedAAE(_AAEBase):
         self._val = splits.val
         self._train = train
         if not self.uses_labels:  # clustering: labels, if any, only evaluate; K may differ from the classes
-            if self.config.label_shift:
-                raise ConfigError(f"model.label_shift needs labels; {self.config.type} here trains without them")
+            if self._augments_labeled():
+                raise ConfigError(
+                    f"model.{self._augments_labeled()} needs labels; {self.config.type} here trains without them"
+                )
             self._labeled = None
             return
         if train.y is not None and (train.y >= self.config.num_classes).any():
             raise DataError(
                 f"labels must lie in [-1, {self.config.num_classes}) for num_classes={self.config.num_classes}"
             )
-        if self.config.label_shift and train.x.ndim != 4:
+        if self._augments_labeled() and train.x.ndim != 4:
             raise ConfigError(
-                f"model.label_shift translates images; this data has samples of shape {tuple(train.x.shape[1:])}"
+                f"model.{self._augments_labeled()} transforms images; this data has samples of shape "
+                f"{tuple(train.x.shape[1:])}"
             )
         labeled = (train.y >= 0).nonzero().flatten() if train.y is not None else train.x.new_zeros(0).long()
         self._labeled = (train.x[labeled], train.y[labeled]) if len(labeled) else None
+
+    def _augments_labeled(self) -> str:
+        """The first labeled-batch augmentation set in the config ('' if none)."""
+        c = self.config
+        return next((k for k in ("label_shift", "label_rotation", "label_scale") if getattr(c, k)), "")
 
     _labeled: tuple[Tensor, Tensor] | None = None
     _val: ArrayDataset | None = None
@@ -680,9 +696,11 @@ class SemiSupervisedAAE(_AAEBase):
     def classification_loss(self, batch: Batch) -> Tensor:
         x_l, y_l = self._labeled
         idx = torch.randint(len(y_l), (batch.x.shape[0],), device=y_l.device)
-        x = x_l[idx]
-        if self.config.label_shift:
-            x = random_shift(x, self.config.label_shift)
+        x, c = x_l[idx], self.config
+        if c.label_rotation or c.label_scale:
+            x = random_affine(x, c.label_rotation, c.label_scale)
+        if c.label_shift:
+            x = random_shift(x, c.label_shift)
         return F.cross_entropy(self.encode_parts(x)[0], y_l[idx])
 
     def phases(self) -> list[Phase]:
