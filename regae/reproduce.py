@@ -49,6 +49,14 @@ PAPERS: dict[str, list[Target]] = {
             1.90,
             "%",
         ),
+        Target(
+            "aae-semi-100-affine",
+            f"semi-supervised MNIST, 100 labels: regae's {SHORT}, plus ±25° rotations and ±15 % zooms of the "
+            "labeled batch, 100 epochs, bf16 autocast",
+            "test/error",
+            1.90,
+            "%",
+        ),
         Target("aae-semi-1000", "semi-supervised MNIST, 1000 labels (table 2)", "test/error", 1.60, "%"),
         Target(
             "aae-semi-1000-fast",
