@@ -665,21 +665,19 @@ class SemiSupervisedAAE(_AAEBase):
         train = splits.train
         self._val = splits.val
         self._train = train
+        augment = self._augments_labeled()
         if not self.uses_labels:  # clustering: labels, if any, only evaluate; K may differ from the classes
-            if self._augments_labeled():
-                raise ConfigError(
-                    f"model.{self._augments_labeled()} needs labels; {self.config.type} here trains without them"
-                )
+            if augment:
+                raise ConfigError(f"model.{augment} needs labels; {self.config.type} here trains without them")
             self._labeled = None
             return
         if train.y is not None and (train.y >= self.config.num_classes).any():
             raise DataError(
                 f"labels must lie in [-1, {self.config.num_classes}) for num_classes={self.config.num_classes}"
             )
-        if self._augments_labeled() and train.x.ndim != 4:
+        if augment and train.x.ndim != 4:
             raise ConfigError(
-                f"model.{self._augments_labeled()} transforms images; this data has samples of shape "
-                f"{tuple(train.x.shape[1:])}"
+                f"model.{augment} transforms images; this data has samples of shape {tuple(train.x.shape[1:])}"
             )
         labeled = (train.y >= 0).nonzero().flatten() if train.y is not None else train.x.new_zeros(0).long()
         self._labeled = (train.x[labeled], train.y[labeled]) if len(labeled) else None
