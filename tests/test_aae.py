@@ -291,10 +291,50 @@ def test_label_rotation_and_scale_jitter_the_labeled_batch(monkeypatch):
         {"labels_per_class": 5},
     )
     seen = []
-    monkeypatch.setattr("regae.models.aae.random_affine", lambda x, r, s: seen.append(("affine", r, s)) or x)
+    monkeypatch.setattr("regae.models.aae.random_affine", lambda x, r, s, **kw: seen.append(("affine", r, s)) or x)
     monkeypatch.setattr("regae.models.aae.random_shift", lambda x, s: seen.append(("shift", s)) or x)
     m.classification_loss(Batch(torch.zeros(10, 1, 8, 8)))
     assert seen == [("affine", 15.0, 0.1), ("shift", 2)]
+
+
+def test_label_elastic_distorts_the_labeled_batch_locally(monkeypatch):
+    from regae.data.augment import random_affine
+
+    x = torch.zeros(100, 1, 28, 28)
+    x[:, :, 6:22, 13:15] = 1.0  # a vertical bar through the centre
+    torch.manual_seed(0)
+    y = random_affine(x, 0.0, 0.0, elastic=34.0, elastic_sigma=4.0)
+    # the bar bends: about half its ink leaves its two columns in a typical image; stretches and squeezes
+    # change the ink of single images, but not of the batch as a whole
+    kept = y[..., 13:15].sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert 0.2 < kept.median() < 0.8
+    assert 0.85 < y.sum() / x.sum() < 1.15
+    # each image gets its own field, and a smaller alpha moves less
+    assert not torch.allclose(y[0], y[1])
+    torch.manual_seed(0)
+    small = random_affine(x, 0.0, 0.0, elastic=3.0, elastic_sigma=4.0)
+    assert (small - x).abs().sum() < (y - x).abs().sum() / 3
+    # elastic=0 leaves the affine part's random stream as it was
+    torch.manual_seed(1)
+    a = random_affine(x, 20.0, 0.1)
+    torch.manual_seed(1)
+    assert torch.equal(random_affine(x, 20.0, 0.1, elastic=0.0), a)
+    with pytest.raises(ValueError, match="elastic must be >= 0"):
+        random_affine(x, 0.0, 0.0, elastic=-1.0)
+    with pytest.raises(ValueError, match="elastic_sigma"):
+        random_affine(x, 0.0, 0.0, elastic=5.0, elastic_sigma=0.0)
+    for bad in ({"label_elastic": -1.0}, {"label_elastic_sigma": 0.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            _cfg({"type": "semi-supervised-aae", **bad}, {"labels_per_class": 5})
+    with pytest.raises(ConfigError, match="label_elastic needs labels"):
+        _model({"type": "clustering-aae", "label_elastic": 10.0})
+    m, _ = _model(
+        {"type": "semi-supervised-aae", "label_elastic": 20.0, "label_elastic_sigma": 3.0}, {"labels_per_class": 5}
+    )
+    seen = []
+    monkeypatch.setattr("regae.models.aae.random_affine", lambda x, r, s, **kw: seen.append((r, s, kw)) or x)
+    m.classification_loss(Batch(torch.zeros(10, 1, 8, 8)))
+    assert seen == [(0.0, 0.0, {"elastic": 20.0, "elastic_sigma": 3.0})]
 
 
 def test_category_temperature_relaxes_the_adversarys_one_hots_only():

@@ -33,12 +33,18 @@ def random_affine(
     rotation: float = 0.0,
     scale: float = 0.0,
     generator: torch.Generator | None = None,
+    elastic: float = 0.0,
+    elastic_sigma: float = 4.0,
 ) -> Tensor:
     """Rotate each image of ``x`` (N, C, H, W) about its centre by its own angle drawn uniformly from
     [-rotation, rotation] degrees and zoom it by a factor drawn uniformly from [1 - scale, 1 + scale]
     (bilinear, zeros outside): the small affine jitter of MNIST's augmented baselines.
 
-    One ``affine_grid`` + ``grid_sample`` over the whole batch.
+    ``elastic`` > 0 adds Simard et al.'s (2003, §2) elastic distortion to the same warp: a per-pixel
+    displacement field drawn uniformly from [-1, 1], smoothed by a Gaussian of std ``elastic_sigma`` pixels
+    and scaled by ``elastic`` pixels (their MNIST setting: 34 and 4).
+
+    One ``affine_grid`` + ``grid_sample`` over the whole batch, so the image is resampled once.
     """
     if x.ndim != 4:
         raise ValueError(f"random_affine needs images of shape (N, C, H, W), got {tuple(x.shape)}")
@@ -46,9 +52,14 @@ def random_affine(
         raise ValueError(f"random_affine: scale must lie in [0, 1), got {scale}")
     if rotation < 0:
         raise ValueError(f"random_affine: rotation must be >= 0 degrees, got {rotation}")
-    if rotation == 0 and scale == 0:
+    if elastic < 0:
+        raise ValueError(f"random_affine: elastic must be >= 0 pixels, got {elastic}")
+    if elastic and not elastic_sigma > 0:
+        raise ValueError(f"random_affine: elastic_sigma must be > 0 pixels, got {elastic_sigma}")
+    if rotation == 0 and scale == 0 and elastic == 0:
         return x
-    n = x.shape[0]
+    n, _, h, w = x.shape
+    # the draws of the affine part come first so that elastic=0 keeps the random stream of earlier runs
     u = torch.rand(2, n, device=x.device, generator=generator) * 2 - 1  # uniform in [-1, 1)
     angle = torch.deg2rad(torch.as_tensor(rotation, device=x.device)) * u[0]
     zoom = 1 + scale * u[1]
@@ -56,4 +67,23 @@ def random_affine(
     zero = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if elastic:
+        grid = grid + _elastic_field(n, h, w, elastic, elastic_sigma, x, generator)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _elastic_field(
+    n: int, h: int, w: int, alpha: float, sigma: float, like: Tensor, generator: torch.Generator | None
+) -> Tensor:
+    """(N, H, W, 2) smoothed random displacements in grid_sample's [-1, 1] coordinates."""
+    field = torch.rand(2 * n, 1, h, w, device=like.device, generator=generator, dtype=like.dtype) * 2 - 1
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, device=like.device, dtype=like.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    # separable Gaussian blur: rows, then columns
+    field = F.conv2d(field, k.view(1, 1, 1, -1), padding=(0, radius))
+    field = F.conv2d(field, k.view(1, 1, -1, 1), padding=(radius, 0))
+    field = field.view(n, 2, h, w).permute(0, 2, 3, 1)  # (N, H, W, [dx, dy]) as grid_sample wants
+    # pixels to normalised coordinates (align_corners=False: the image spans 2 units over W or H pixels)
+    return field * alpha * torch.tensor([2.0 / w, 2.0 / h], device=like.device, dtype=like.dtype)
