@@ -155,6 +155,13 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
+            "aae-dimred-10d-100-elastic",
+            f"10-D embedding, 100 labels (fig. 11d): {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, σ 4 px)",
+            "test/error",
+            3.90,
+            "%",
+        ),
+        Target(
             "aae-dimred-2d-unsup-20",
             # 20 clusters for 10 digits: the §6 protocol (each cluster takes the label of its most confident
             # validation image) scores sub-clusters fairly; one-to-one Hungarian matching cannot
