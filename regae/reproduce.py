@@ -52,8 +52,7 @@ PAPERS: dict[str, list[Target]] = {
         ),
         Target(
             "aae-semi-100-affine",
-            f"semi-supervised MNIST, 100 labels: regae's {SHORT}, plus ±25° rotations and ±15 % zooms of the "
-            "labeled batch, 100 epochs, bf16 autocast",
+            f"semi-supervised MNIST, 100 labels: regae's {SHORT}, {AFFINE}, 100 epochs, bf16 autocast",
             "test/error",
             1.90,
             "%",
@@ -83,8 +82,7 @@ PAPERS: dict[str, list[Target]] = {
         ),
         Target(
             "aae-semi-1000-affine",
-            f"semi-supervised MNIST, 1000 labels: regae's {SHORT}, plus ±25° rotations and ±15 % zooms of "
-            "the labeled batch",
+            f"semi-supervised MNIST, 1000 labels: regae's {SHORT}, {AFFINE}",
             "test/error",
             1.60,
             "%",

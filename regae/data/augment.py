@@ -84,6 +84,7 @@ def _elastic_field(
     # separable Gaussian blur: rows, then columns
     field = F.conv2d(field, k.view(1, 1, 1, -1), padding=(0, radius))
     field = F.conv2d(field, k.view(1, 1, -1, 1), padding=(radius, 0))
-    field = field.view(n, 2, h, w).permute(0, 2, 3, 1)  # (N, H, W, [dx, dy]) as grid_sample wants
+    field = field.view(n, 2, h, w)
     # pixels to normalised coordinates (align_corners=False: the image spans 2 units over W or H pixels)
-    return field * alpha * torch.tensor([2.0 / w, 2.0 / h], device=like.device, dtype=like.dtype)
+    field = field * alpha
+    return torch.stack([field[:, 0] * (2.0 / w), field[:, 1] * (2.0 / h)], -1)  # (N, H, W, [dx, dy])
