@@ -65,6 +65,14 @@ PAPERS: dict[str, list[Target]] = {
             1.90,
             "%",
         ),
+        Target(
+            "aae-semi-100-elastic-long",
+            f"semi-supervised MNIST, 100 labels: regae's {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, "
+            "σ 4 px), 100 epochs, bf16 autocast",
+            "test/error",
+            1.90,
+            "%",
+        ),
         Target("aae-semi-1000", "semi-supervised MNIST, 1000 labels (table 2)", "test/error", 1.60, "%"),
         Target(
             "aae-semi-1000-fast",

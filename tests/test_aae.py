@@ -337,6 +337,34 @@ def test_label_elastic_distorts_the_labeled_batch_locally(monkeypatch):
     assert seen == [(0.0, 0.0, {"elastic": 20.0, "elastic_sigma": 3.0})]
 
 
+def test_label_elastic_warms_up_on_its_schedule(tmp_path, monkeypatch):
+    """``train.schedules.label_elastic`` ramps α of the labeled batch's elastic distortion (a warm-up);
+    clustering, with no labeled batch, refuses the schedule."""
+    from regae.data.augment import random_affine as real
+    from regae.engine import Trainer
+
+    seen = []
+    monkeypatch.setattr(
+        "regae.models.aae.random_affine", lambda x, r, s, **kw: seen.append(kw["elastic"]) or real(x, r, s, **kw)
+    )
+    schedule = {"label_elastic": {"start": 0.0, "end": 30.0, "steps": 10}}
+    model = {"type": "semi-supervised-aae", "label_rotation": 10.0}
+    cfg = _cfg(model, {"labels_per_class": 5}, max_steps=15, schedules=schedule, out_dir=str(tmp_path))
+    splits = load_data(cfg.data)
+    m = Trainer(cfg, tmp_path / "run").fit(build_model(cfg, splits), splits)
+    assert seen[:3] == pytest.approx([0.0, 3.0, 6.0]) and seen[-1] == pytest.approx(30.0) and len(seen) == 15
+    assert m.label_elastic == pytest.approx(30.0)
+    with pytest.raises(ConfigError, match="label_elastic must be >= 0"):
+        m.label_elastic = -1.0
+    cfg = _cfg({"type": "clustering-aae", "num_classes": 4}, max_steps=2, schedules=schedule)
+    splits = load_data(cfg.data)
+    with pytest.raises(ConfigError, match="no schedulable hyperparameter 'label_elastic'"):
+        Trainer(cfg, tmp_path / "cluster").fit(build_model(cfg, splits), splits)
+    unsup = build_model(_cfg({"type": "aae-dim-reduction", "use_labels": False, "num_classes": 4}), splits)
+    with pytest.raises(ConfigError, match="label_elastic needs labels"):
+        unsup.label_elastic = 5.0
+
+
 def test_category_temperature_relaxes_the_adversarys_one_hots_only():
     torch.manual_seed(0)
     m, splits = _model({"type": "semi-supervised-aae", "category_temperature": 0.5}, {"labels_per_class": 5})

@@ -612,7 +612,7 @@ class SemiSupervisedAAE(_AAEBase):
 
     config_class = SemiSupervisedAAEConfig
     uses_labels: ClassVar[bool] = True
-    schedulable = ("category_temperature",)
+    schedulable = ("category_temperature", "label_elastic")
 
     def build_heads(self, width: int) -> None:
         c = self.config
@@ -621,6 +621,21 @@ class SemiSupervisedAAE(_AAEBase):
         self.disc_z = discriminator(c.code_dim, c.disc_hidden)
         self.categorical = build_prior("categorical", c.num_classes)
         self.category_temperature = c.category_temperature
+        self._label_elastic = c.label_elastic
+
+    @property
+    def label_elastic(self) -> float:
+        """α (pixels) of the labeled batch's elastic distortion. Schedulable (``train.schedules.label_elastic``):
+        a warm-up from 0 lets q(y|x) learn the plain digits before the distortion bends their strokes."""
+        return self._label_elastic
+
+    @label_elastic.setter
+    def label_elastic(self, value: float) -> None:
+        if value < 0:
+            raise ConfigError(f"label_elastic must be >= 0 pixels, got {value}")
+        if value and not self.uses_labels:
+            raise ConfigError(f"label_elastic needs labels; {self.config.type} here trains without them")
+        self._label_elastic = float(value)
 
     @property
     def category_temperature(self) -> float:
@@ -705,9 +720,9 @@ class SemiSupervisedAAE(_AAEBase):
         x_l, y_l = self._labeled
         idx = torch.randint(len(y_l), (batch.x.shape[0],), device=y_l.device)
         x, c = x_l[idx], self.config
-        if c.label_rotation or c.label_scale or c.label_elastic:
+        if c.label_rotation or c.label_scale or self.label_elastic:
             x = random_affine(
-                x, c.label_rotation, c.label_scale, elastic=c.label_elastic, elastic_sigma=c.label_elastic_sigma
+                x, c.label_rotation, c.label_scale, elastic=self.label_elastic, elastic_sigma=c.label_elastic_sigma
             )
         if c.label_shift:
             x = random_shift(x, c.label_shift)
@@ -827,6 +842,7 @@ class ClusteringAAE(SemiSupervisedAAE):
 
     config_class = ClusteringAAEConfig
     uses_labels = False
+    schedulable = ("category_temperature",)  # no labeled batch to distort
 
 
 # ------------------------------------------------------------------------------- dimensionality reduction
