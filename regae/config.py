@@ -120,6 +120,9 @@ class TrainConfig:
     num_threads: int | None = None  # torch.set_num_threads; None leaves torch's default
     progress: bool = True  # tqdm progress bar
     compile: bool = False  # torch.compile the model
+    # EMA of the weights (regae.engine.ema): None, or its decay in (0, 1). The average is the run's model:
+    # val/* and test/* score it, val_online/* and test_online/* the weights the optimizers train.
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "log_every", "keep_last", "devices"):
@@ -134,6 +137,8 @@ class TrainConfig:
         for name, n in self.phase_repeats.items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ConfigError(f"train.phase_repeats.{name} must be an integer >= 1, got {n!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must lie in (0, 1) or be null, got {self.ema_decay!r}")
         check_choice("train.precision", self.precision, ("32-true", "32", "bf16-mixed", "16-mixed", "64-true"))
 
 

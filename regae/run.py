@@ -206,7 +206,9 @@ def load_run_model(run_dir: str | Path, device: str = "cpu") -> Autoencoder:
     cfg = read_run_config(run_dir)
     model = MODELS.get(cfg.model_type)(cfg.model)
     tensors, _ = read_folder(latest)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    state.update({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})  # a weight average is the model
+    model.load_state_dict(state)
     return model.to(device).eval()
 
 

@@ -21,6 +21,7 @@ from torch import Tensor
 from regae.config import ExperimentConfig, OptimConfig, from_dict
 from regae.data.base import ArrayDataset, DataSplits, batches_per_epoch, iterate_batches
 from regae.engine.checkpoint import CheckpointManager, flatten_optimizer, read_folder, unflatten_optimizer
+from regae.engine.ema import WeightAverage
 from regae.engine.logger import MetricsLogger
 from regae.engine.phase import Batch, Phase
 from regae.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -111,6 +112,7 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best: float | None = None
+        self.ema: WeightAverage | None = None
 
     # ----------------------------------------------------------------------------------------- setup
 
@@ -159,6 +161,8 @@ class Trainer:
             oc = self.opt_cfgs[p.name]
             units = self.total_steps if oc.schedule_unit == "step" else t.epochs
             self.schedulers.append(build_scheduler(opt.optimizer if hasattr(opt, "optimizer") else opt, oc, units))
+        # after fabric.setup, which may move the parameters: the average keeps references to them
+        self.ema = WeightAverage(self.raw_model, t.ema_decay) if t.ema_decay else None
 
         # device-side accumulators: no host sync until the next log
         dev = fabric.device
@@ -169,6 +173,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------- state / ckpt
 
     def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        if self.ema is not None and self.ema.swapped:
+            raise RuntimeError("the trainer's state is only defined while the model holds its online weights")
         tensors = {f"model.{k}": v for k, v in self.raw_model.state_dict().items()}
         meta: dict[str, Any] = {"optimizers": {}, "schedulers": {}}
         for opt, p in zip(self.optimizers, self.phases):
@@ -190,6 +196,9 @@ class Trainer:
             world_size=self.fabric.world_size,
             schedules={k: getattr(self.raw_model, k) for k in self.cfg.train.schedules},
         )
+        if self.ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in self.ema.average_tensors().items()})
+            meta["ema_updates"] = self.ema.updates
         return tensors, meta
 
     def _gather(self, state: Tensor) -> Tensor:
@@ -225,6 +234,19 @@ class Trainer:
             torch.manual_seed(self.cfg.train.seed + 7919 * (meta["step"] + 1) + rank)
         for k, v in meta.get("schedules", {}).items():
             setattr(self.raw_model, k, v)
+        if self.ema is not None:
+            average = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+            if average:
+                try:
+                    self.ema.load_average(average, meta.get("ema_updates", 0))
+                except KeyError as e:
+                    raise CheckpointError(f"{folder}: {e.args[0]}") from None
+            else:  # EMA switched on for a resumed run: the average starts at the resumed weights
+                self.ema = WeightAverage(self.raw_model, self.cfg.train.ema_decay)
+                warnings.warn(
+                    f"{folder} holds no weight average; train.ema_decay starts one at step {meta['step']}",
+                    stacklevel=2,
+                )
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
         self.best = meta.get("best")
 
@@ -305,8 +327,19 @@ class Trainer:
         return metrics
 
     def evaluate(self, data: ArrayDataset | None, prefix: str = "val") -> dict[str, float]:
+        """The model's metrics on ``data`` as ``<prefix>/<name>``. With ``train.ema_decay`` these score the
+        weight average (the run's model), and ``<prefix>_online/<name>`` the weights the optimizers train."""
         if data is None:
             return {}
+        if self.ema is None:
+            return self._evaluate(data, prefix)
+        with self.ema.averaged():
+            metrics = self._evaluate(data, prefix)
+        with self.ema.online():
+            metrics.update(self._evaluate(data, f"{prefix}_online"))
+        return metrics
+
+    def _evaluate(self, data: ArrayDataset, prefix: str) -> dict[str, float]:
         with torch.random.fork_rng(devices=[self.fabric.device] if self.fabric.device.type == "cuda" else []):
             self.raw_model.eval()
             metrics = {f"{prefix}/{k}": v for k, v in self.raw_model.evaluate(data).items()}
@@ -373,6 +406,8 @@ class Trainer:
                     x = self.splits.transform(x)
                 self._apply_schedules()
                 self.train_step(Batch(x, None if y_all is None else y_all[idx]))
+                if self.ema is not None:
+                    self.ema.update()
                 self.step += 1
                 self.batch_in_epoch += 1
                 for sch, p in zip(self.schedulers, self.phases):
@@ -407,4 +442,6 @@ class Trainer:
             self.save_checkpoint()
         if self.logger is not None:
             self.logger.close()
+        if self.ema is not None:  # the run's model is the average (the checkpoints keep both)
+            self.ema.swap()
         return self.raw_model
