@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from regae.errors import ConfigError
@@ -25,11 +27,12 @@ def test_selection_by_short_or_full_name():
 
 @pytest.mark.slow
 def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
-    """Two experiments (one with the Parzen evaluation) on 300 images with tiny networks, a few seconds each."""
+    """Three experiments (two with the Parzen evaluation, one of them on a weight average) on 300 images with
+    tiny networks, a few seconds each."""
     report = reproduce(
         "aae",
-        budget_minutes=0.2,
-        only=["semi-100", "likelihood"],
+        budget_minutes=0.3,
+        only=["semi-100", "likelihood", "likelihood-ema"],
         out_dir=tmp_path / "runs",
         report_dir=tmp_path / "reports",
         progress=False,
@@ -38,6 +41,13 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
     text = report.read_text()
     assert "| semi-supervised MNIST, 100 labels (table 2) | 1.9 % |" in text
     assert "Parzen" in text and "nats ±" in text
+    # the weight average is the run's model; the trained weights are scored beside it
+    plain, ema = (
+        json.loads((tmp_path / "runs" / f"aae-{e}" / "run.json").read_text())["test"]
+        for e in ("likelihood", "likelihood-ema")
+    )
+    assert "test_online/parzen" not in plain and {"test/parzen", "test_online/parzen"} <= set(ema)
+    assert ema["test/parzen"] != ema["test_online/parzen"]
     for line in text.splitlines():
         if line.startswith("!["):
             assert (report.parent / line.split("(")[1].rstrip(")")).is_file()
@@ -55,6 +65,7 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
     assert [row.split(",")[0] for row in table] == [
         "| semi-supervised MNIST",
         "| supervised MNIST",
+        "| Parzen log-likelihood",
         "| Parzen log-likelihood",
     ]
 
