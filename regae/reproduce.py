@@ -66,14 +66,6 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
-            "aae-semi-100-elastic-ema",
-            f"semi-supervised MNIST, 100 labels: regae's {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, "
-            "σ 4 px), scored on a moving average of the weights (EMA 0.999), bf16 autocast",
-            "test/error",
-            1.90,
-            "%",
-        ),
-        Target(
             "aae-semi-100-elastic-long",
             f"semi-supervised MNIST, 100 labels: regae's {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, "
             "σ 4 px), 100 epochs, bf16 autocast",
