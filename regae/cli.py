@@ -132,10 +132,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from regae.reproduce import collect_rows, parse_budget, reproduce, write_report
+    from regae.reproduce import parse_budget, parse_seeds, refresh_records, reproduce, write_report
 
-    if args.report_only:  # rebuild the report from the finished runs, no training
-        report = write_report(args.paper, collect_rows(args.paper, Path(args.out)), Path(args.report_dir))
+    if args.report_only:  # rebuild the report from the records and any finished runs, no training
+        refresh_records(args.paper, Path(args.out), Path(args.report_dir))
+        report = write_report(args.paper, Path(args.report_dir))
         print(f"reproduction report: {report.resolve()}")
         return
     only = [o for item in (args.only or []) for o in item.split(",") if o]
@@ -143,6 +144,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         args.paper,
         budget_minutes=parse_budget(args.budget),
         only=only,
+        seeds=parse_seeds(args.seeds) if args.seeds else None,
         out_dir=args.out,
         report_dir=args.report_dir,
         overrides=args.overrides,
@@ -208,9 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paper", choices=["aae"])
     s.add_argument("--budget", default="30m", help="total training time, e.g. 30m, 2h (split over experiments)")
     s.add_argument("--only", action="append", help="experiment(s), e.g. semi-100 or semi-100,cluster-16")
+    s.add_argument(
+        "--seeds",
+        help="run each experiment once per seed (seed and data.seed), e.g. 0-4 or 0,3; the row is mean ± sd",
+    )
     s.add_argument("--out", default="runs/reproduce")
     s.add_argument("--report-dir", default="reports")
-    s.add_argument("--report-only", action="store_true", help="rewrite the report from the finished runs in --out")
+    s.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rewrite the report from its records (reports/<paper>/*/result.json) and the finished runs in --out",
+    )
     s.add_argument("--quiet", action="store_true")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every experiment")
     s.set_defaults(fn=cmd_reproduce)

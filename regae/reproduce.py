@@ -277,109 +277,284 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
     return metrics
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'0-4', '0,3,5' or '2' -> the seeds to run, in order, without repeats."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise ConfigError(f"seeds {text!r} must look like 0-4, 0,3,5 or 2 (non-negative integers)")
+        first = int(m.group(1))
+        last = first if m.group(2) is None else int(m.group(2))
+        seeds += [s for s in range(first, last + 1) if s not in seeds]
+    return seeds
+
+
+def run_name(experiment: str, seed: int, data_seed: int) -> str:
+    """The run folder of one seed: the experiment's name for seed 0 (as before seeds existed), else a suffix."""
+    name = experiment if seed == 0 else f"{experiment}-seed{seed}"
+    return name if data_seed == seed else f"{name}-data{data_seed}"
+
+
 def reproduce(
     paper: str = "aae",
     *,
     budget_minutes: float = 30.0,
     only: list[str] | None = None,
+    seeds: list[int] | None = None,
     out_dir: str | Path = "runs/reproduce",
     report_dir: str | Path = "reports",
     overrides: list[str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train each selected experiment for its share of the budget; write ``reports/<paper>.md``."""
+    """Train each selected experiment for its share of the budget; write ``reports/<paper>.md``.
+
+    With ``seeds``, each experiment runs once per seed, with ``seed=s data.seed=s``: the training seed and
+    the labeled subset change together, as in the paper's ± (over label subsets). The budget is shared
+    equally among all runs. Each finished run is added to its experiment's record (see
+    :func:`refresh_records`), so the report keeps every row measured before, in this checkout or another.
+    """
     from regae.run import train
 
     targets = select(paper, only)
-    share = budget_minutes / len(targets)
+    per_seed = [[f"seed={s}", f"data.seed={s}"] for s in seeds] if seeds else [[]]
+    share = budget_minutes / (len(targets) * len(per_seed))
     for t in targets:
-        cfg = load_experiment(
-            t.experiment,
-            [
-                f"progress={str(progress).lower()}",
-                *(overrides or []),
-                f"out_dir={out_dir}",
-                "overwrite=true",
-                f"max_minutes={share * 0.9:.4g}",  # leave time for evaluation
-            ],
-        )
         short = t.experiment.removeprefix(paper + "-")
-        command = f"regae reproduce {paper} --budget {budget_minutes:g}m --only {short}"
-        if overrides:
-            command += " " + " ".join(overrides)
-        run_dir = train(cfg, command=command)
-        info = json.loads((run_dir / "run.json").read_text())
-        metrics = dict(info.get("test", {}))
-        if t.metric == "test/parzen":
-            metrics.update(parzen_metric(run_dir))
-        info["test"] = metrics
-        info["reproduce"] = {"budget_minutes": share, "schedule_epochs": cfg.train.epochs}
-        atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
-    return write_report(paper, collect_rows(paper, Path(out_dir)), Path(report_dir))
+        for seed_overrides in per_seed:
+            user = [*(overrides or []), *seed_overrides]
+            cfg = load_experiment(
+                t.experiment,
+                [
+                    f"progress={str(progress).lower()}",
+                    *user,
+                    f"out_dir={out_dir}",
+                    "overwrite=true",
+                    f"max_minutes={share * 0.9:.4g}",  # leave time for evaluation
+                ],
+            )
+            cfg.train.name = run_name(t.experiment, cfg.train.seed, cfg.data.seed)
+            # the command that repeats this one run: its own share of the budget, its own seed
+            command = f"regae reproduce {paper} --budget {share:.4g}m --only {short}"
+            if seeds:
+                command += f" --seeds {cfg.train.seed}"
+            command += "".join(f" {o}" for o in overrides or [])
+            run_dir = train(cfg, command=command)
+            info = json.loads((run_dir / "run.json").read_text())
+            metrics = dict(info.get("test", {}))
+            if t.metric == "test/parzen":
+                metrics.update(parzen_metric(run_dir))
+            info["test"] = metrics
+            info["reproduce"] = {"budget_minutes": share, "schedule_epochs": cfg.train.epochs}
+            atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
+            refresh_records(paper, Path(out_dir), Path(report_dir))  # a later crash loses no finished row
+    return write_report(paper, Path(report_dir))
 
 
-def collect_rows(paper: str, out_dir: Path) -> list[tuple[Target, Path, dict]]:
-    """Every finished reproduction run of ``paper`` in ``out_dir``, in the paper's order: the report
-    covers all experiments run so far, so experiments can be run in separate (or concurrent) calls."""
-    rows = []
-    for t in PAPERS[paper]:
-        path = out_dir / t.experiment / "run.json"
-        if not path.is_file():
+# ------------------------------------------------------------------------------------------ records
+#
+# `runs/` is not kept in the repository, so the report cannot be rebuilt from run folders alone: each
+# experiment's rows live in reports/<paper>/<experiment>/result.json, beside its figures. A record holds the
+# runs of one recipe, one per (seed, data seed); the report's row is their mean ± standard deviation.
+
+RECORD = "result.json"
+
+# Config keys that say how long, where, or under which name a run trained, not what it trained. Runs of one
+# experiment that differ only in these and in their seeds are runs of one recipe, pooled in one row; a run of
+# another recipe (other epochs, precision, learning rate, augmentation...) replaces the record's runs.
+NOT_RECIPE = {
+    "train": (
+        "name", "out_dir", "overwrite", "seed", "max_steps", "max_minutes", "progress", "num_threads",
+        "log_every", "eval_every", "checkpoint_every", "keep_last", "accelerator", "devices", "strategy",
+    ),
+    "data": ("seed", "root", "download", "source"),
+}  # fmt: skip
+
+
+def recipe_of(config: dict) -> str:
+    """A short hash of a run's config without the keys of ``NOT_RECIPE`` (and its prose description)."""
+    import copy
+    import hashlib
+
+    cfg = copy.deepcopy(config)
+    cfg.pop("description", None)
+    for section, keys in NOT_RECIPE.items():
+        for key in keys:
+            cfg.get(section, {}).pop(key, None)
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_entry(run_dir: Path, info: dict, config: dict) -> dict:
+    """What a record keeps of one finished run: enough to write its row without the run folder."""
+    train, data = config.get("train", {}), config.get("data", {})
+    return {
+        "run": str(run_dir),
+        "seed": int(train.get("seed", 0)),
+        "data_seed": int(data.get("seed", 0)),
+        "command": info.get("command"),
+        "finished": info.get("finished"),
+        "test": info["test"],
+        "epochs_done": info.get("epochs_done", 0),
+        "steps": info.get("steps", 0),
+        "train_seconds": info.get("train_seconds", 0.0),
+        "hardware": info.get("hardware", {}),
+        "precision": str(train.get("precision", "32-true")),
+        "budget_minutes": info["reproduce"].get("budget_minutes"),
+        "schedule_epochs": info["reproduce"].get("schedule_epochs"),
+    }
+
+
+def finished_runs(target: Target, out_dir: Path) -> list[tuple[Path, dict]]:
+    """The finished reproduction runs of ``target`` in ``out_dir`` (every seed), oldest first."""
+    pattern = re.compile(re.escape(target.experiment) + r"(-seed\d+)?(-data\d+)?")
+    found = []
+    for run_dir in sorted(out_dir.glob(f"{target.experiment}*")) if out_dir.is_dir() else []:
+        path = run_dir / "run.json"
+        if not pattern.fullmatch(run_dir.name) or not path.is_file():
             continue
         info = json.loads(path.read_text())
         if "reproduce" in info and "test" in info:
             # `regae eval <run>` re-scores the final model into eval.json: it adds metrics the run predates
-            evaluated = out_dir / t.experiment / "eval.json"
+            evaluated = run_dir / "eval.json"
             if evaluated.is_file():
                 info["test"] = {**json.loads(evaluated.read_text()), **info["test"]}
-            rows.append((t, out_dir / t.experiment, info))
+            found.append((run_dir, info))
+    return sorted(found, key=lambda item: item[1].get("finished") or "")
+
+
+def read_record(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record.get("runs"), list):
+            raise ValueError("no list of runs")
+    except (ValueError, AttributeError) as e:
+        raise ConfigError(f"{path} is not a reproduction record ({e}); restore it from git or delete it") from None
+    return record
+
+
+def refresh_records(paper: str, out_dir: Path, report_dir: Path) -> None:
+    """Add the finished runs in ``out_dir`` to the records in ``report_dir/<paper>/``.
+
+    A run replaces the record's run of the same (seed, data seed) when it finished later. A run of another
+    recipe than the record's, if newer than all of its runs, starts the record afresh (a changed config makes
+    the old runs another experiment); an older one is left out. The figures are those of the record's
+    lowest seed among the runs found here."""
+    for t in PAPERS[paper]:
+        found = finished_runs(t, out_dir)
+        if not found:
+            continue
+        dest = report_dir / paper / t.experiment
+        record = read_record(dest / RECORD) or {"experiment": t.experiment, "recipe": None, "runs": []}
+        for run_dir, info in found:
+            config = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+            entry, recipe = _run_entry(run_dir, info, config), recipe_of(config)
+            newest = max((r.get("finished") or "" for r in record["runs"]), default="")
+            if recipe != record["recipe"]:
+                if (entry["finished"] or "") < newest:
+                    continue
+                record = {"experiment": t.experiment, "recipe": recipe, "runs": []}
+            key = (entry["seed"], entry["data_seed"])
+            old = [r for r in record["runs"] if (r["seed"], r["data_seed"]) == key]
+            if old and (old[0].get("finished") or "") > (entry["finished"] or ""):
+                continue
+            record["runs"] = sorted(
+                [r for r in record["runs"] if r not in old] + [entry], key=lambda r: (r["seed"], r["data_seed"])
+            )
+        here = {r["run"] for r in record["runs"]} & {str(d) for d, _ in found}
+        for r in record["runs"]:
+            if r["run"] in here:  # the lowest seed whose run folder is here
+                figs = sorted((Path(r["run"]) / "figures").glob("*.png"))
+                if figs:  # copied next to the report, so it stands alone
+                    dest.mkdir(parents=True, exist_ok=True)
+                    for old_fig in dest.glob("*.png"):
+                        old_fig.unlink()
+                    for f in figs:
+                        shutil.copyfile(f, dest / f.name)
+                    record["figures_from"] = r["run"]
+                break
+        atomic_write_text(dest / RECORD, json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+
+
+def read_records(paper: str, report_dir: Path) -> list[tuple[Target, dict]]:
+    """Every experiment of ``paper`` with a record in ``report_dir``, in the paper's order."""
+    rows = []
+    for t in PAPERS[paper]:
+        record = read_record(report_dir / paper / t.experiment / RECORD)
+        if record and record["runs"]:
+            rows.append((t, record))
     return rows
 
 
-def _precision(run_dir: Path) -> str:
-    """ ", bf16-mixed" for a run that did not train in float32 (from its config.yaml), else ""."""
-    path = run_dir / "config.yaml"
-    train = load_yaml(path).get("train", {}) if path.is_file() else {}
-    precision = str(train.get("precision", "32-true"))
-    return "" if precision in ("32-true", "32") else f", {precision}"
+# ------------------------------------------------------------------------------------------- report
 
 
-def write_report(paper: str, rows: list[tuple[Target, Path, dict]], report_dir: Path) -> Path:
-    report_dir.mkdir(parents=True, exist_ok=True)
+def _span(values: list, fmt: str = "{}") -> str:
+    """'3' for equal values, '2.5–3' for a range."""
+    lo, hi = min(values), max(values)
+    return fmt.format(lo) if lo == hi else f"{fmt.format(lo)}–{fmt.format(hi)}"
+
+
+def format_row(t: Target, record: dict) -> str:
+    """One table row: a single run's figure, or mean ± sample standard deviation over the record's runs."""
+    import statistics
+
+    runs = record["runs"]
+    values = [r["test"][t.metric] for r in runs if r["test"].get(t.metric) is not None]
+    paper_v = "—" if t.paper is None else f"{t.paper:g} {t.unit}"
+    if not values:
+        ours = "n/a"
+    elif len(runs) == 1:
+        ours = f"{values[0]:.2f} {t.unit}"
+        if t.metric == "test/parzen":
+            ours += f" ± {runs[0]['test'].get('test/parzen_stderr', float('nan')):.1f}"
+    else:
+        ours = f"{statistics.fmean(values):.2f} {t.unit} ± {statistics.stdev(values):.2f} (sd of {len(values)} runs"
+        ours += f": {', '.join(f'{v:.2f}' for v in values)})" if len(values) <= 8 else ")"
+    schedule = runs[0].get("schedule_epochs", "?")
+    epochs = f"{_span([r['epochs_done'] for r in runs])} of {schedule} ({_span([r['steps'] for r in runs])} steps)"
+    minutes = statistics.fmean(r["train_seconds"] for r in runs) / 60
+    budget = statistics.fmean(r.get("budget_minutes") or 0 for r in runs)
+    time = (
+        f"{minutes:.1f} min ({budget:.0f} min)"
+        if len(runs) == 1
+        else f"{minutes:.1f} min per run ({budget:.0f} min each)"
+    )
+    hw = runs[0].get("hardware", {})
+    threads = _span([r.get("hardware", {}).get("threads", "?") for r in runs])
+    precisions = sorted({r["precision"] for r in runs if r["precision"] not in ("32-true", "32")})
+    precision = "".join(f", {p}" for p in precisions)
+    hardware = f"{hw.get('device', '?')}, {threads} thread(s){precision}, torch {hw.get('torch', '?')}"
+    seeds = "" if len(runs) == 1 else f" (seeds {', '.join(str(r['seed']) for r in runs)})"
+    where = ", ".join(f"`{r['run']}`" for r in runs[:1]) + (f" and {len(runs) - 1} more" if len(runs) > 1 else "")
+    return f"| {t.what} | {paper_v} | {ours} | {epochs} | {time} | {hardware} | {where}{seeds} |"
+
+
+def write_report(paper: str, report_dir: Path) -> Path:
+    """``report_dir/<paper>.md`` from the records in ``report_dir/<paper>/``: the table, then the figures."""
+    rows = read_records(paper, report_dir)
     lines = [
         f"# Reproducing the {paper.upper()} paper",
         "",
-        "Every figure below was measured by `regae reproduce` (the command of each row is in its run folder's "
-        "`run.json`). The paper's schedules are far longer than our budgets, so the *epochs* column says how "
-        "much of the paper's schedule each run completed, and *budget* what it was given on which hardware.",
+        "Every figure below was measured by `regae reproduce`; each row's runs, with the command of each, are "
+        f"in `{paper}/<experiment>/{RECORD}` (rows measured before these records existed, up to 2026-11-22, "
+        "keep their figures but not their commands: `reports/README.md` gives them). A row of several runs "
+        "(`--seeds`) gives their mean ± standard "
+        "deviation, the seed and the labeled subset changing together. The paper's schedules are far longer "
+        "than our budgets, so the *epochs* column says how much of the paper's schedule each run completed, "
+        "and *budget* what it was given on which hardware.",
         "",
         "| experiment | paper | ours | epochs done (of the schedule) | training time (budget) | hardware | run |",
         "|---|---|---|---|---|---|---|",
     ]
-    for t, run_dir, info in rows:
-        ours = info["test"].get(t.metric)
-        paper_v = "—" if t.paper is None else f"{t.paper:g} {t.unit}"
-        ours_v = "n/a" if ours is None else f"{ours:.2f} {t.unit}"
-        if t.metric == "test/parzen" and ours is not None:
-            ours_v += f" ± {info['test'].get('test/parzen_stderr', float('nan')):.1f}"
-        hw = info.get("hardware", {})
-        rep = info["reproduce"]
-        lines.append(
-            f"| {t.what} | {paper_v} | {ours_v} | {info.get('epochs_done', 0)} of {rep.get('schedule_epochs', '?')} "
-            f"({info.get('steps', 0)} steps) | {info.get('train_seconds', 0.0) / 60:.1f} min "
-            f"({rep.get('budget_minutes', 0):.0f} min) | {hw.get('device', '?')}, {hw.get('threads', '?')} "
-            f"thread(s){_precision(run_dir)}, torch {hw.get('torch', '?')} | `{run_dir}` |"
-        )
+    lines += [format_row(t, record) for t, record in rows]
     lines += ["", "## Figures", ""]
-    for t, run_dir, _ in rows:
-        figs = sorted((run_dir / "figures").glob("*.png"))
-        if figs:  # copied next to the report, so it stands alone (runs/ is not kept in the repository)
-            dest = report_dir / paper / t.experiment
-            dest.mkdir(parents=True, exist_ok=True)
+    for t, _ in rows:
+        figs = sorted((report_dir / paper / t.experiment).glob("*.png"))
+        if figs:
             lines += [f"### {t.what}", ""]
-            for f in figs:
-                shutil.copyfile(f, dest / f.name)
-                lines.append(f"![{f.stem}]({paper}/{t.experiment}/{f.name})")
+            lines += [f"![{f.stem}]({paper}/{t.experiment}/{f.name})" for f in figs]
             lines.append("")
     report = report_dir / f"{paper}.md"
     atomic_write_text(report, "\n".join(lines))

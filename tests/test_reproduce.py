@@ -7,7 +7,9 @@ import json
 import pytest
 
 from regae.errors import ConfigError
-from regae.reproduce import parse_budget, reproduce, select
+from regae.reproduce import parse_budget, parse_seeds, reproduce, run_name, select
+
+TINY = ["data.limit=300", "hidden=[16]", "disc_hidden=[16]"]
 
 
 def test_budget_parsing():
@@ -68,6 +70,29 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
         "| Parzen log-likelihood",
         "| Parzen log-likelihood",
     ]
+    # runs/ is not kept: a fresh checkout rebuilds the same report, figures included, from the records alone
+    import shutil
+
+    from regae.cli import main
+
+    before = report.read_text()
+    shutil.rmtree(tmp_path / "runs")
+    for fig in (tmp_path / "reports" / "aae").rglob("*.png"):
+        assert fig.stat().st_size > 0
+    main(
+        [
+            "reproduce",
+            "aae",
+            "--report-only",
+            "--out",
+            str(tmp_path / "runs"),
+            "--report-dir",
+            str(tmp_path / "reports"),
+        ]
+    )
+    assert report.read_text() == before
+    record = json.loads((tmp_path / "reports" / "aae" / "aae-semi-all" / "result.json").read_text())
+    assert record["runs"][0]["command"].startswith("regae reproduce aae --budget 0.1m --only semi-all data.limit=300")
 
 
 def test_report_only_rebuilds_the_report_from_finished_runs(tmp_path):
@@ -115,3 +140,65 @@ def test_every_reproduction_target_has_a_shipped_config():
     for target in PAPERS["aae"]:
         cfg = load_experiment(target.experiment)
         assert "aae" in cfg.model.type, target.experiment
+
+
+def test_seed_parsing_and_run_names():
+    assert parse_seeds("0-2") == [0, 1, 2] and parse_seeds("3,0-1,3") == [3, 0, 1] and parse_seeds("5") == [5]
+    for bad in ("", "a", "2-1", "-1", "1.5"):
+        with pytest.raises(ConfigError, match="seeds"):
+            parse_seeds(bad)
+    assert run_name("aae-semi-100", 0, 0) == "aae-semi-100"
+    assert run_name("aae-semi-100", 2, 2) == "aae-semi-100-seed2"
+    assert run_name("aae-semi-100", 2, 0) == "aae-semi-100-seed2-data0"
+
+
+@pytest.mark.slow
+def test_seeds_pool_into_one_row_of_mean_and_sd(tmp_path):
+    """`--seeds 0-2`: three runs (seed and labeled subset changing together), one row of their mean ± sd; a
+    later call adds seeds to the same recipe; a changed recipe starts the row afresh."""
+    import statistics
+
+    from regae.cli import main
+
+    def run(*args: str) -> None:
+        main(["reproduce", "aae", "--quiet", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path), *args])
+
+    run("--budget", "0.3m", "--only", "semi-100", "--seeds", "0-1", *TINY, "max_steps=4")
+    run("--budget", "0.1m", "--only", "semi-100", "--seeds", "2", *TINY, "max_steps=4")
+    record = json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())
+    runs = record["runs"]
+    assert [(r["seed"], r["data_seed"]) for r in runs] == [(0, 0), (1, 1), (2, 2)]
+    assert [r["run"].rsplit("/", 1)[1] for r in runs] == ["aae-semi-100", "aae-semi-100-seed1", "aae-semi-100-seed2"]
+    assert runs[1]["command"].endswith(
+        "--only semi-100 --seeds 1 data.limit=300 hidden=[16] disc_hidden=[16] max_steps=4"
+    )
+    # the labeled subsets differ: that is what the paper's ± is over
+    configs = [
+        (tmp_path / "runs" / name / "config.yaml").read_text() for name in ("aae-semi-100", "aae-semi-100-seed1")
+    ]
+    assert "seed: 1" in configs[1] and configs[0] != configs[1]
+    errors = [r["test"]["test/error"] for r in runs]
+    row = next(line for line in (tmp_path / "aae.md").read_text().splitlines() if line.startswith("| semi-sup"))
+    assert f"| {statistics.fmean(errors):.2f} % ± {statistics.stdev(errors):.2f} (sd of 3 runs: " in row
+    assert "| 1.33 of 5000 (4 steps) |" in row and "(seeds 0, 1, 2) |" in row
+
+    # another recipe (here a wider network) replaces the three runs instead of mixing with them
+    run("--budget", "0.1m", "--only", "semi-100", "data.limit=300", "hidden=[24]", "disc_hidden=[16]", "max_steps=4")
+    record = json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())
+    assert [r["seed"] for r in record["runs"]] == [0]
+    # and the older runs of the first recipe, still in runs/, do not come back on a rebuild
+    run("--report-only")
+    assert len(json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())["runs"]) == 1
+
+
+def test_a_corrupt_record_is_a_clear_error(tmp_path, capsys):
+    from regae.cli import main
+
+    (tmp_path / "aae" / "aae-semi-100").mkdir(parents=True)
+    (tmp_path / "aae" / "aae-semi-100" / "result.json").write_text("{not json")
+    args = ["reproduce", "aae", "--report-only", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path)]
+    assert main(args) != 0
+    assert "aae-semi-100/result.json is not a reproduction record" in capsys.readouterr().err
+    (tmp_path / "aae" / "aae-semi-100" / "result.json").write_text('{"runs": 3}')
+    assert main(args) != 0
+    assert "no list of runs" in capsys.readouterr().err
