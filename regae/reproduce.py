@@ -250,7 +250,12 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
     """Fit the Parzen window to ``n_samples`` model samples, σ chosen on 1000 validation images (§3).
 
     A run with a weight average (``train.ema_decay``) is scored on the average, its model; the weights the
-    optimizers trained, from its last checkpoint, are scored too, as ``test_online/parzen``."""
+    optimizers trained, from its last checkpoint, are scored too, as ``test_online/parzen``.
+
+    ``test/parzen_posterior`` scores, the same way, the decoded codes of ``n_samples`` training images (z
+    from the aggregated posterior q(z) instead of the prior): the figure the model's samples would reach if
+    adversarial training had made q(z) equal to the prior, so the gap between the two is the prior matching's
+    (``benchmarks/parzen_calibration.py`` puts both beside real images and k-means centroids)."""
     from regae.config import build_experiment
     from regae.data import load_data
     from regae.engine.checkpoint import CheckpointManager, read_folder
@@ -269,6 +274,11 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
 
     model = load_run_model(run_dir)
     metrics = score(model, "test")
+    pick = torch.randperm(len(splits.train.x), generator=torch.Generator().manual_seed(0))[:n_samples]
+    with torch.no_grad():
+        decoded = torch.cat([model.reconstruct(splits.train.x[idx]) for idx in pick.split(1000)])
+    res = parzen_evaluate(decoded.flatten(1), splits.val.x[:1000].flatten(1), splits.test.x.flatten(1))
+    metrics["test/parzen_posterior"] = res["log_likelihood"]
     latest = CheckpointManager(run_dir / "checkpoints").latest()
     tensors = read_folder(latest)[0] if latest is not None else {}
     if any(k.startswith("ema.") for k in tensors):
@@ -509,6 +519,8 @@ def format_row(t: Target, record: dict) -> str:
         ours = f"{values[0]:.2f} {t.unit}"
         if t.metric == "test/parzen":
             ours += f" ± {runs[0]['test'].get('test/parzen_stderr', float('nan')):.1f}"
+            if "test/parzen_posterior" in runs[0]["test"]:  # what a prior matched exactly would give
+                ours += f" (decoded q(z): {runs[0]['test']['test/parzen_posterior']:.2f})"
     else:
         ours = f"{statistics.fmean(values):.2f} {t.unit} ± {statistics.stdev(values):.2f} (sd of {len(values)} runs"
         ours += f": {', '.join(f'{v:.2f}' for v in values)})" if len(values) <= 8 else ")"
@@ -525,7 +537,10 @@ def format_row(t: Target, record: dict) -> str:
     threads = _span([r.get("hardware", {}).get("threads", "?") for r in runs])
     precisions = sorted({r["precision"] for r in runs if r["precision"] not in ("32-true", "32")})
     precision = "".join(f", {p}" for p in precisions)
-    hardware = f"{hw.get('device', '?')}, {threads} thread(s){precision}, torch {hw.get('torch', '?')}"
+    device = hw.get("device", "?")
+    if hw.get("device_name") not in (None, "", "x86_64", "aarch64", "arm64"):  # runs before the model name
+        device += f" ({hw['device_name']})"
+    hardware = f"{device}, {threads} thread(s){precision}, torch {hw.get('torch', '?')}"
     seeds = "" if len(runs) == 1 else f" (seeds {', '.join(str(r['seed']) for r in runs)})"
     where = ", ".join(f"`{r['run']}`" for r in runs[:1]) + (f" and {len(runs) - 1} more" if len(runs) > 1 else "")
     return f"| {t.what} | {paper_v} | {ours} | {epochs} | {time} | {hardware} | {where}{seeds} |"

@@ -50,9 +50,20 @@ def _seed_noise(cfg: ExperimentConfig, rank: int) -> None:
     torch.manual_seed(cfg.train.seed + 1_000_003 * rank)
 
 
+def _cpu_name() -> str:
+    """The CPU's model name: floating-point results (and so a seeded run's trajectory) depend on it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _hardware(fabric) -> dict[str, Any]:
     dev = fabric.device
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {
         "device": str(dev),
         "device_name": name,

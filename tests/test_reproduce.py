@@ -49,6 +49,11 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
         for e in ("likelihood", "likelihood-ema")
     )
     assert "test_online/parzen" not in plain and {"test/parzen", "test_online/parzen"} <= set(ema)
+    # beside the samples, the decoded codes of training images: the figure if q(z) matched the prior
+    assert (
+        plain["test/parzen_posterior"] != plain["test/parzen"]
+        and f"(decoded q(z): {plain['test/parzen_posterior']:.2f})" in text
+    )
     assert ema["test/parzen"] != ema["test_online/parzen"]
     for line in text.splitlines():
         if line.startswith("!["):
@@ -92,6 +97,9 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
     )
     assert report.read_text() == before
     record = json.loads((tmp_path / "reports" / "aae" / "aae-semi-all" / "result.json").read_text())
+    from regae.run import _cpu_name
+
+    assert record["runs"][0]["hardware"]["device_name"] == _cpu_name()  # results depend on the CPU model
     assert record["runs"][0]["command"].startswith("regae reproduce aae --budget 0.1m --only semi-all data.limit=300")
 
 
