@@ -112,6 +112,14 @@ PAPERS: dict[str, list[Target]] = {
             0.85,
             "%",
         ),
+        Target(
+            "aae-semi-all-elastic",
+            f"supervised MNIST, all labels: regae's {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, σ 4 px), "
+            "100 epochs, bf16 autocast",
+            "test/error",
+            0.85,
+            "%",
+        ),
         Target("aae-cluster-16", "unsupervised clustering, 16 clusters (table 3)", "test/error", 9.55, "%"),
         Target("aae-cluster-30", "unsupervised clustering, 30 clusters (table 3)", "test/error", 4.10, "%"),
         Target(
