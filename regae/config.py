@@ -110,6 +110,7 @@ class TrainConfig:
     log_every: int = 50  # steps between loss logs (and the only host syncs of the loop)
     eval_every: int | None = None  # steps between validation passes; None: at the end of every epoch
     checkpoint_every: int | None = None  # steps between checkpoints; one is always written at the end
+    checkpoint_minutes: float | None = 10.0  # training minutes between checkpoints, written at an epoch's end
     keep_last: int = 2  # checkpoints kept besides `best`
     best_metric: str | None = "val/energy"  # lower is better; None disables the `best` checkpoint
     accelerator: str = "auto"  # cpu, cuda, mps, auto
@@ -128,8 +129,10 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "log_every", "keep_last", "devices"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.max_minutes is not None and self.max_minutes <= 0:
-            raise ConfigError(f"train.max_minutes must be > 0 or null, got {self.max_minutes}")
+        for key in ("max_minutes", "checkpoint_minutes"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"train.{key} must be > 0 or null, got {value}")
         for key in ("max_steps", "eval_every", "checkpoint_every", "num_threads"):
             value = getattr(self, key)
             if value is not None and value < 1:

@@ -412,6 +412,31 @@ def test_noise_schedule_drives_the_dae_noise_level(tmp_path):
     assert state["schedules"]["noise_std"] == pytest.approx(0.32)
 
 
+def test_checkpoint_minutes_saves_at_epoch_ends_and_train_seconds_add_up_over_a_resume(tmp_path):
+    """With ``checkpoint_minutes`` passed at every epoch's end, each epoch leaves a checkpoint (the default of
+    10 minutes protects long runs from being killed); a resumed run's train_seconds include the first part."""
+    import json
+
+    cfg = toy(tmp_path, checkpoint_minutes=1e-9, keep_last=100, max_steps=None, epochs=3)
+    splits = load_data(cfg.data)
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit(build_model(cfg, splits), splits)
+    per_epoch = trainer.steps_per_epoch
+    saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert saved == [f"step-{e * per_epoch:08d}" for e in (1, 2, 3)]
+    _, state = read_folder(tmp_path / "run" / "checkpoints" / f"step-{per_epoch:08d}")
+    assert 0 < state["train_seconds"] <= trainer.train_seconds
+    assert toy(tmp_path).train.checkpoint_minutes == 10.0
+    with pytest.raises(ConfigError, match="checkpoint_minutes must be > 0"):
+        toy(tmp_path, checkpoint_minutes=0)
+
+    first = regae.train(toy(tmp_path, name="timed", max_steps=20))
+    before = json.loads((first / "run.json").read_text())["train_seconds"]
+    regae.resume(first, ["max_steps=30"])
+    info = json.loads((first / "run.json").read_text())
+    assert info["steps"] == 30 and info["train_seconds"] > before
+
+
 def test_a_run_with_bad_data_config_creates_no_run_folder(tmp_path):
     """Bad data options fail before anything is written: no run folder appears."""
     with pytest.raises(ConfigError, match="binarize"):

@@ -210,3 +210,46 @@ def test_a_corrupt_record_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "aae" / "aae-semi-100" / "result.json").write_text('{"runs": 3}')
     assert main(args) != 0
     assert "no list of runs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_reproduction_run_is_continued_not_restarted(tmp_path):
+    """`regae reproduce` again after a run was killed (status running, a checkpoint on disk) continues it from
+    the checkpoint when the recipe and seeds match; a run of another recipe is started over."""
+    from regae import train
+    from regae.config import load_experiment
+
+    runs = tmp_path / "runs"
+    common = [*TINY, "max_steps=8", "checkpoint_every=4", "progress=false"]
+
+    def killed_run(*extra: str):
+        cfg = load_experiment("aae-semi-100", [*common, *extra, f"out_dir={runs}", "name=aae-semi-100"])
+        cfg.train.overwrite = True
+        run_dir = train(cfg)
+        # what a SIGKILL after step 4 leaves behind (tests/test_resume.py kills real processes)
+        import shutil
+
+        shutil.rmtree(run_dir / "checkpoints" / "step-00000008")
+        shutil.rmtree(run_dir / "model")
+        info = json.loads((run_dir / "run.json").read_text())
+        info["status"] = "running"
+        for key in ("finished", "test", "steps"):
+            info.pop(key)
+        (run_dir / "run.json").write_text(json.dumps(info))
+        return run_dir
+
+    def again():
+        reproduce("aae", budget_minutes=0.2, only=["semi-100"], out_dir=runs, report_dir=tmp_path, progress=False,
+                  overrides=common)  # fmt: skip
+        return json.loads((runs / "aae-semi-100" / "run.json").read_text())
+
+    killed_run()
+    info = again()
+    assert info["resumed_from"].endswith("step-00000004")
+    assert info["status"] == "finished" and info["steps"] == 8 and "reproduce" in info
+    record = json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())
+    assert [r["steps"] for r in record["runs"]] == [8]
+
+    killed_run("hidden=[24]")  # another recipe: its checkpoint cannot continue this one
+    info = again()
+    assert "resumed_from" not in info and info["steps"] == 8

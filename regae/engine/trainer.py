@@ -113,6 +113,8 @@ class Trainer:
         self.batch_in_epoch = 0
         self.best: float | None = None
         self.ema: WeightAverage | None = None
+        self.seconds_before = 0.0  # training time of the earlier invocations of a resumed run
+        self._t0 = time.perf_counter()
 
     # ----------------------------------------------------------------------------------------- setup
 
@@ -193,6 +195,7 @@ class Trainer:
             epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch,
             best=self.best,
+            train_seconds=self.seconds_before + time.perf_counter() - self._t0,
             world_size=self.fabric.world_size,
             schedules={k: getattr(self.raw_model, k) for k in self.cfg.train.schedules},
         )
@@ -249,6 +252,7 @@ class Trainer:
                 )
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
         self.best = meta.get("best")
+        self.seconds_before = float(meta.get("train_seconds", 0.0))
 
     def save_checkpoint(self) -> Path | None:
         self._check_finite()  # never write weights that came out of a NaN step
@@ -296,6 +300,16 @@ class Trainer:
             code = torch.where(torch.isfinite(loss.detach()), -1, self.step * n_phases + i)
             self._bad = torch.where(self._bad < 0, code, self._bad)
         self._count += 1
+
+    def _time_up(self, when: float, every: int | None = None) -> bool:
+        """Whether the clock passed ``when``: rank 0's clock decides for every process, which must stop and
+        save together; under DDP the clocks are compared only every ``every`` steps (``log_every``), as the
+        agreement costs a collective."""
+        if self.fabric.world_size == 1:
+            return time.perf_counter() > when
+        if self.step % (every or self.cfg.train.log_every):
+            return False
+        return bool(self.fabric.broadcast(time.perf_counter() > when, src=0))
 
     def _check_finite(self) -> None:
         bad = int(self._bad)
@@ -387,8 +401,9 @@ class Trainer:
                 mininterval=0.5,
             )
         self.raw_model.train()
-        t0 = time.perf_counter()
+        t0 = self._t0 = time.perf_counter()
         deadline = t0 + 60 * t.max_minutes if t.max_minutes else None
+        last_save = t0
         start_step = self.step
         done = self.step >= self.total_steps
         while not done and self.epoch < t.epochs:
@@ -421,7 +436,8 @@ class Trainer:
                     self._eval_and_track()
                 if t.checkpoint_every and self.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
-                if self.step >= self.total_steps or (deadline is not None and time.perf_counter() > deadline):
+                    last_save = time.perf_counter()
+                if self.step >= self.total_steps or (deadline is not None and self._time_up(deadline)):
                     done = True
                     break
             if self.batch_in_epoch >= self.steps_per_epoch:  # a full epoch ended
@@ -432,11 +448,16 @@ class Trainer:
                 self.batch_in_epoch = 0
                 if not t.eval_every:
                     self._eval_and_track()
+                # a killed run loses at most about checkpoint_minutes (and an epoch) of training
+                if t.checkpoint_minutes and self._time_up(last_save + 60 * t.checkpoint_minutes, every=1):
+                    self.save_checkpoint()
+                    last_save = time.perf_counter()
         self._log_train(bar)
         self._check_finite()
         if bar is not None:
             bar.close()
-        self.elapsed = time.perf_counter() - t0
+        self.elapsed = time.perf_counter() - t0  # this invocation's training time
+        self.train_seconds = self.seconds_before + self.elapsed  # all invocations'
         self.steps_run = self.step - start_step
         if not self.ckpt.latest() or self.ckpt.latest().name != f"step-{self.step:08d}":
             self.save_checkpoint()
