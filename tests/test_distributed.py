@@ -47,3 +47,25 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=f"{k} differs between 1 and 2 processes")
     hw = yaml.safe_load((tmp_path / "two" / "run.json").read_text())["hardware"]
     assert hw["processes"] == 2
+
+
+@pytest.mark.slow
+def test_time_limits_under_ddp_follow_rank_zero_and_stop_every_process_together(tmp_path: Path) -> None:
+    """max_minutes and checkpoint_minutes read the clock: under DDP rank 0's decides (every log_every steps
+    for max_minutes), so both processes save and stop at the same step instead of one waiting forever."""
+    cfg_path = tmp_path / "exp.yaml"
+    cfg_path.write_text(yaml.safe_dump(EXPERIMENT))
+    args = ["devices=2", "strategy=ddp", "max_minutes=1e-6", "checkpoint_minutes=1e-6", "log_every=12"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "regae", "train", str(cfg_path), "name=timed", f"out_dir={tmp_path}", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = yaml.safe_load((tmp_path / "timed" / "run.json").read_text())
+    assert info["steps"] == 12  # the first log_every boundary after the deadline
+    per_epoch = int(info["steps"] / info["epochs_done"])
+    saved = sorted(p.name for p in (tmp_path / "timed" / "checkpoints").glob("step-*"))
+    assert saved == [f"step-{per_epoch:08d}", "step-00000012"]  # an epoch's end, then the stop
