@@ -129,6 +129,14 @@ PAPERS: dict[str, list[Target]] = {
             0.85,
             "%",
         ),
+        Target(
+            "aae-semi-all-lr4x-long",
+            f"supervised MNIST, all labels: regae's {SHORT}, the semi-supervised phase at 4x the learning rate "
+            "(A.2.1: 10x), 50 epochs",
+            "test/error",
+            0.85,
+            "%",
+        ),
         Target("aae-cluster-16", "unsupervised clustering, 16 clusters (table 3)", "test/error", 9.55, "%"),
         Target("aae-cluster-30", "unsupervised clustering, 30 clusters (table 3)", "test/error", 4.10, "%"),
         Target(
@@ -180,6 +188,14 @@ PAPERS: dict[str, list[Target]] = {
         Target(
             "aae-dimred-10d-100-elastic",
             f"10-D embedding, 100 labels (fig. 11d): {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, σ 4 px)",
+            "test/error",
+            3.90,
+            "%",
+        ),
+        Target(
+            "aae-dimred-10d-100-lr4x",
+            f"10-D embedding, 100 labels (fig. 11d): {SHORT}, {AFFINE}, the semi-supervised phase at 4x the "
+            "learning rate",
             "test/error",
             3.90,
             "%",
