@@ -102,6 +102,10 @@ class TrainConfig:
     epochs: int = 10
     max_steps: int | None = None  # stop after this many steps even if epochs remain
     max_minutes: float | None = None  # stop (cleanly, with a checkpoint) after this much training time
+    # With max_minutes: time the first 5 % of it, then shorten the run to the steps that fit and run every
+    # schedule (learning rates, train.schedules) on a clock compressed to match, so a slow machine still gets
+    # the whole schedule (a cosine decays to zero) instead of its first part.
+    fit_schedule: bool = False
     batch_size: int = 100  # global batch: split over the processes under DDP
     optim: OptimConfig = field(default_factory=OptimConfig)
     phase_optim: dict[str, dict] = field(default_factory=dict)  # per-phase overrides of `optim` fields
@@ -137,6 +141,8 @@ class TrainConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"train.{key} must be >= 1 or null, got {value}")
+        if self.fit_schedule and self.max_minutes is None:
+            raise ConfigError("train.fit_schedule fits the schedule to train.max_minutes; set max_minutes too")
         for name, n in self.phase_repeats.items():
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ConfigError(f"train.phase_repeats.{name} must be an integer >= 1, got {n!r}")

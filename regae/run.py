@@ -196,6 +196,12 @@ def _fit_and_finish(cfg, run_dir: Path, fabric, model, splits, resume_from) -> P
             samples_per_s=round(samples_per_s, 1),
             parameters=count_parameters(model),
             test=test,
+            # train.fit_schedule: the schedule ran over these steps instead of the planned ones
+            **(
+                {"planned_steps": trainer.planned_steps, "fitted_steps": trainer.fitted_steps}
+                if trainer.fitted_steps
+                else {}
+            ),
         )
         write_report(run_dir, model=model, splits=splits)
     fabric.barrier()

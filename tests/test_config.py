@@ -437,6 +437,73 @@ def test_checkpoint_minutes_saves_at_epoch_ends_and_train_seconds_add_up_over_a_
     assert info["steps"] == 30 and info["train_seconds"] > before
 
 
+def _one_second_per_step(monkeypatch) -> None:
+    """A clock that advances one second per training step and not otherwise: timings become exact."""
+    import regae.engine.trainer as trainer_module
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: clock["t"])
+    step = Trainer.train_step
+
+    def timed_step(self, batch):
+        step(self, batch)
+        clock["t"] += 1.0
+
+    monkeypatch.setattr(Trainer, "train_step", timed_step)
+
+
+def test_fit_schedule_compresses_the_schedule_into_max_minutes_and_keeps_it_over_a_resume(tmp_path, monkeypatch):
+    """``train.fit_schedule``: after 5 % of ``max_minutes`` (3 s of 60 here, at 1 s per step) the run is cut to the
+    steps that fit with a 5 % margin (3 + int(0.95 * 57) = 57 of 200) and the cosine runs on a clock 200/57 times
+    faster, so it ends at zero; without it the same time limit stops the cosine near its start. A resumed run
+    keeps the fitted length and repeats the uninterrupted run's weights exactly."""
+    _one_second_per_step(monkeypatch)
+    cosine = {"name": "adam", "lr": 0.01, "schedule": "cosine", "schedule_unit": "step"}
+    common = dict(max_steps=None, epochs=20, max_minutes=1.0, optim=cosine, checkpoint_every=10, keep_last=100)
+    splits = load_data(toy(tmp_path).data)  # 500 two-moons points: 10 steps of 50 per epoch, 200 planned
+
+    cfg = toy(tmp_path, name="fitted", fit_schedule=True, **common)
+    fitted = Trainer(cfg, tmp_path / "fitted")
+    fitted.fit(build_model(cfg, splits), splits)
+    assert (fitted.planned_steps, fitted.fitted_steps, fitted.step) == (200, 57, 57)
+    assert fitted.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+    plain_cfg = toy(tmp_path, name="plain", **common)
+    plain = Trainer(plain_cfg, tmp_path / "plain")
+    plain.fit(build_model(plain_cfg, splits), splits)
+    assert plain.fitted_steps is None and plain.step == 61  # stopped by the clock, 61 s > 60 s
+    assert plain.optimizers[0].param_groups[0]["lr"] > 0.7 * 0.01
+
+    resumed = Trainer(cfg, tmp_path / "resumed")
+    resumed.fit(build_model(cfg, splits), splits, resume_from=tmp_path / "fitted" / "checkpoints" / "step-00000030")
+    assert (resumed.fitted_steps, resumed.step) == (57, 57)
+    for k, v in fitted.raw_model.state_dict().items():
+        assert torch.equal(v, resumed.raw_model.state_dict()[k]), k
+
+    with pytest.raises(ConfigError, match="fit_schedule fits the schedule to train.max_minutes"):
+        toy(tmp_path, fit_schedule=True)
+
+
+def test_schedule_factor_matches_torchs_schedulers():
+    """The closed forms that ``fit_schedule`` runs on its compressed clock are torch's schedules at whole units."""
+    from regae.config import OptimConfig
+    from regae.engine.trainer import build_scheduler, schedule_factor
+
+    for kw in (
+        {"schedule": "cosine"},
+        {"schedule": "step", "step_size": 3, "gamma": 0.5},
+        {"schedule": "multistep", "milestones": [4, 7], "gamma": 0.1},
+        {"schedule": "exponential", "gamma": 0.9},
+    ):
+        oc = OptimConfig(name="sgd", lr=1.0, **kw)
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sch = build_scheduler(opt, oc, 10)
+        for k in range(10):
+            assert opt.param_groups[0]["lr"] == pytest.approx(schedule_factor(oc, k, 10), rel=1e-6), (kw, k)
+            opt.step()
+            sch.step()
+
+
 def test_a_run_with_bad_data_config_creates_no_run_folder(tmp_path):
     """Bad data options fail before anything is written: no run folder appears."""
     with pytest.raises(ConfigError, match="binarize"):

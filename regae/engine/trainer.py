@@ -7,6 +7,7 @@ device and read back only every ``log_every`` steps, so the hot loop has no host
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import time
@@ -67,6 +68,23 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: OptimConfig, total_units: i
     raise ConfigError(f"unknown schedule {cfg.schedule!r}")
 
 
+def schedule_factor(cfg: OptimConfig, u: float, total_units: int) -> float:
+    """The learning-rate multiplier of ``cfg.schedule`` after ``u`` (possibly fractional) schedule units, in the
+    closed forms of torch's schedulers; ``train.fit_schedule`` runs these on a compressed clock."""
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.gamma ** math.floor(u / cfg.step_size)
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** bisect.bisect_right(sorted(cfg.milestones), u)
+    if cfg.schedule == "cosine":
+        t_max = max(total_units, 1)
+        return 0.5 * (1 + math.cos(math.pi * min(u, t_max) / t_max))
+    if cfg.schedule == "exponential":
+        return cfg.gamma**u
+    raise ConfigError(f"unknown schedule {cfg.schedule!r}")
+
+
 def phase_optim_config(cfg: ExperimentConfig, phase: str) -> OptimConfig:
     """``train.optim`` with the fields of ``train.phase_optim[phase]`` replaced."""
     base = dataclasses.asdict(cfg.train.optim)
@@ -114,6 +132,10 @@ class Trainer:
         self.best: float | None = None
         self.ema: WeightAverage | None = None
         self.seconds_before = 0.0  # training time of the earlier invocations of a resumed run
+        # train.fit_schedule: the steps that fit max_minutes, and how much faster than the steps the
+        # schedules' clock then runs (planned steps / fitted steps)
+        self.fitted_steps: int | None = None
+        self.schedule_scale = 1.0
         self._t0 = time.perf_counter()
 
     # ----------------------------------------------------------------------------------------- setup
@@ -133,6 +155,7 @@ class Trainer:
         self.steps_per_epoch = batches_per_epoch(len(self.train_data), t.batch_size)
         total_steps = self.steps_per_epoch * t.epochs
         self.total_steps = min(total_steps, t.max_steps) if t.max_steps else total_steps
+        self.planned_steps = self.total_steps
 
         model = model.to(fabric.device)
         model.attach_data(self.splits)
@@ -162,7 +185,11 @@ class Trainer:
         for opt, p in zip(self.optimizers, self.phases):
             oc = self.opt_cfgs[p.name]
             units = self.total_steps if oc.schedule_unit == "step" else t.epochs
-            self.schedulers.append(build_scheduler(opt.optimizer if hasattr(opt, "optimizer") else opt, oc, units))
+            inner = opt.optimizer if hasattr(opt, "optimizer") else opt
+            if t.fit_schedule and oc.schedule != "constant":
+                self.schedulers.append(torch.optim.lr_scheduler.LambdaLR(inner, self._fitted_factor(oc, units)))
+            else:
+                self.schedulers.append(build_scheduler(inner, oc, units))
         # after fabric.setup, which may move the parameters: the average keeps references to them
         self.ema = WeightAverage(self.raw_model, t.ema_decay) if t.ema_decay else None
 
@@ -171,6 +198,25 @@ class Trainer:
         self._sums: dict[str, Tensor] = {}
         self._count = 0
         self._bad = torch.full((), -1, dtype=torch.long, device=dev)  # first (step * n_phases + phase) non-finite
+
+    def _fitted_factor(self, oc: OptimConfig, units: int):
+        # a closure (not an object), so LambdaLR's state_dict stores nothing for it: the scale is in the meta
+        return lambda k: schedule_factor(oc, k * self.schedule_scale, units)
+
+    def _fit_to_time(self, deadline: float, start_step: int, bar) -> None:
+        """Shorten the run to the steps that fit before ``deadline`` at the speed measured so far (rank 0's
+        measurement, for every process), with a 5 % margin for evaluations and checkpoints."""
+        now = time.perf_counter()
+        per_step = (now - self._t0) / max(self.step - start_step, 1)
+        fits = self.step + int(0.95 * max(deadline - now, 0.0) / per_step)
+        if self.fabric.world_size > 1:
+            fits = int(self.fabric.broadcast(fits, src=0))
+        self.fitted_steps = max(min(self.total_steps, fits), self.step)
+        self.schedule_scale = self.planned_steps / max(self.fitted_steps, 1)
+        self.total_steps = self.fitted_steps
+        if bar is not None:
+            bar.total = self.total_steps
+            bar.refresh()
 
     # ---------------------------------------------------------------------------------- state / ckpt
 
@@ -198,6 +244,8 @@ class Trainer:
             train_seconds=self.seconds_before + time.perf_counter() - self._t0,
             world_size=self.fabric.world_size,
             schedules={k: getattr(self.raw_model, k) for k in self.cfg.train.schedules},
+            planned_steps=self.planned_steps,
+            fitted_steps=self.fitted_steps,
         )
         if self.ema is not None:
             tensors.update({f"ema.{k}": v for k, v in self.ema.average_tensors().items()})
@@ -251,6 +299,10 @@ class Trainer:
                     stacklevel=2,
                 )
         self.step, self.epoch, self.batch_in_epoch = meta["step"], meta["epoch"], meta["batch_in_epoch"]
+        # a schedule fitted to an earlier invocation's time stays as it was, unless the run was lengthened
+        if self.cfg.train.fit_schedule and meta.get("fitted_steps") and meta.get("planned_steps") == self.planned_steps:
+            self.fitted_steps = self.total_steps = int(meta["fitted_steps"])
+            self.schedule_scale = self.planned_steps / max(self.fitted_steps, 1)
         self.best = meta.get("best")
         self.seconds_before = float(meta.get("train_seconds", 0.0))
 
@@ -267,7 +319,7 @@ class Trainer:
 
     def _apply_schedules(self) -> None:
         for attr, sch in self.cfg.train.schedules.items():
-            value = sch.value(self.step)
+            value = sch.value(self.step * self.schedule_scale)
             current = getattr(self.raw_model, attr)
             setattr(self.raw_model, attr, round(value) if isinstance(current, int) else value)
 
@@ -403,6 +455,7 @@ class Trainer:
         self.raw_model.train()
         t0 = self._t0 = time.perf_counter()
         deadline = t0 + 60 * t.max_minutes if t.max_minutes else None
+        fit_at = t0 + 3 * t.max_minutes if t.fit_schedule and self.fitted_steps is None else None  # 5 %
         last_save = t0
         start_step = self.step
         done = self.step >= self.total_steps
@@ -430,6 +483,9 @@ class Trainer:
                         sch.step()
                 if bar is not None:
                     bar.update(1)
+                if fit_at is not None and self._time_up(fit_at):
+                    self._fit_to_time(deadline, start_step, bar)
+                    fit_at = None
                 if self.step % t.log_every == 0:
                     self._log_train(bar)
                 if t.eval_every and self.step % t.eval_every == 0:
