@@ -297,6 +297,25 @@ def test_label_rotation_and_scale_jitter_the_labeled_batch(monkeypatch):
     assert seen == [("affine", 15.0, 0.1), ("shift", 2)]
 
 
+def test_elastic_blur_by_banded_matrices_equals_two_zero_padded_convolutions():
+    """The elastic field's Gaussian blur (B_h @ field @ B_w) is the separable blur it replaced: a 1-D
+    convolution along the rows, then the columns, zero-padded, the kernel truncated at 3σ."""
+    import torch.nn.functional as F
+
+    from regae.data.augment import _gaussian_band
+
+    for sigma, (h, w) in ((4.0, (28, 28)), (1.5, (9, 13)), (0.2, (5, 7))):
+        field = torch.randn(6, 1, h, w)
+        radius = max(1, int(3 * sigma))
+        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = k / k.sum()
+        ref = F.conv2d(field, k.view(1, 1, 1, -1), padding=(0, radius))
+        ref = F.conv2d(ref, k.view(1, 1, -1, 1), padding=(radius, 0))
+        band = _gaussian_band(h, sigma, field) @ field[:, 0] @ _gaussian_band(w, sigma, field)
+        torch.testing.assert_close(band, ref[:, 0], rtol=1e-5, atol=1e-6)
+
+
 def test_label_elastic_distorts_the_labeled_batch_locally(monkeypatch):
     from regae.data.augment import random_affine
 
