@@ -584,6 +584,9 @@ def format_row(t: Target, record: dict) -> str:
             ours += f" ± {runs[0]['test'].get('test/parzen_stderr', float('nan')):.1f}"
             if "test/parzen_posterior" in runs[0]["test"]:  # what a prior matched exactly would give
                 ours += f" (decoded q(z): {runs[0]['test']['test/parzen_posterior']:.2f})"
+        if "test/nmi" in runs[0]["test"]:  # clustering: the two other scores beside the §6 protocol's
+            test = runs[0]["test"]
+            ours += f" (NMI {test['test/nmi']:.3f}, one-to-one Hungarian error {test['test/hungarian_error']:.2f} %)"
     else:
         ours = f"{statistics.fmean(values):.2f} {t.unit} ± {statistics.stdev(values):.2f} (sd of {len(values)} runs"
         ours += f": {', '.join(f'{v:.2f}' for v in values)})" if len(values) <= 8 else ")"

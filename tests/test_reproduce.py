@@ -253,3 +253,14 @@ def test_a_killed_reproduction_run_is_continued_not_restarted(tmp_path):
     killed_run("hidden=[24]")  # another recipe: its checkpoint cannot continue this one
     info = again()
     assert "resumed_from" not in info and info["steps"] == 8
+
+
+def test_a_clustering_row_also_gives_nmi_and_the_hungarian_error():
+    """Issue 3 asks for NMI and one-to-one (Hungarian) accuracy beside the §6 protocol's error."""
+    from regae.reproduce import format_row, select
+
+    target = select("aae", ["cluster-30"])[0]
+    test = {"test/error": 12.5, "test/nmi": 0.6612, "test/hungarian_error": 35.04}
+    run = {"run": "runs/x", "test": test, "epochs_done": 3.0, "steps": 1500, "train_seconds": 60.0}
+    row = format_row(target, {"runs": [{**run, "precision": "32-true", "schedule_epochs": 1500}]})
+    assert "| 12.50 % (NMI 0.661, one-to-one Hungarian error 35.04 %) |" in row
