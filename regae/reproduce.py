@@ -474,6 +474,8 @@ def _run_entry(run_dir: Path, info: dict, config: dict) -> dict:
         "precision": str(train.get("precision", "32-true")),
         "budget_minutes": info["reproduce"].get("budget_minutes"),
         "schedule_epochs": info["reproduce"].get("schedule_epochs"),
+        # fit_schedule=true: the whole schedule compressed into the budget, over this many steps
+        **({"fitted_steps": info["fitted_steps"]} if info.get("fitted_steps") else {}),
     }
 
 
@@ -592,6 +594,8 @@ def format_row(t: Target, record: dict) -> str:
         ours += f": {', '.join(f'{v:.2f}' for v in values)})" if len(values) <= 8 else ")"
     schedule = runs[0].get("schedule_epochs", "?")
     epochs = f"{_span([r['epochs_done'] for r in runs])} of {schedule} ({_span([r['steps'] for r in runs])} steps)"
+    if any(r.get("fitted_steps") for r in runs):
+        epochs += ", the schedule compressed to fit the budget (`fit_schedule`)"
     minutes = statistics.fmean(r["train_seconds"] for r in runs) / 60
     budget = statistics.fmean(r.get("budget_minutes") or 0 for r in runs)
     time = (
