@@ -16,7 +16,7 @@ from pathlib import Path
 
 from regae.config import load_experiment
 from regae.engine.checkpoint import atomic_write_text
-from regae.run import train
+from regae.run import schedule_shortened, train
 
 # (sub-folder, experiment, overrides): short schedules that fit a few CPU minutes
 DEMO_RUNS = [
@@ -78,7 +78,7 @@ def demo(
         t = info.get("test", {})
         err = f"{t['test/error']:.2f} %" if "test/error" in t else "—"
         epochs = str(info["epochs_done"])
-        if info.get("fitted_steps"):
+        if schedule_shortened(info):
             epochs += f" of {cfg.train.epochs} (schedule fitted to {cfg.train.max_minutes:g} min)"
         lines.append(
             f"| [{sub}]({sub}/report.md) | `{cfg.model_type}` ({experiment}) | {epochs} | "

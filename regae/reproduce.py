@@ -459,6 +459,8 @@ def recipe_of(config: dict) -> str:
 
 def _run_entry(run_dir: Path, info: dict, config: dict) -> dict:
     """What a record keeps of one finished run: enough to write its row without the run folder."""
+    from regae.run import schedule_shortened
+
     train, data = config.get("train", {}), config.get("data", {})
     return {
         "run": str(run_dir),
@@ -475,7 +477,7 @@ def _run_entry(run_dir: Path, info: dict, config: dict) -> dict:
         "budget_minutes": info["reproduce"].get("budget_minutes"),
         "schedule_epochs": info["reproduce"].get("schedule_epochs"),
         # fit_schedule=true: the whole schedule compressed into the budget, over this many steps
-        **({"fitted_steps": info["fitted_steps"]} if info.get("fitted_steps") else {}),
+        **({"fitted_steps": info["fitted_steps"]} if schedule_shortened(info) else {}),
     }
 
 

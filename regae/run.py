@@ -74,6 +74,12 @@ def _hardware(fabric) -> dict[str, Any]:
     }
 
 
+def schedule_shortened(info: dict) -> bool:
+    """Whether ``train.fit_schedule`` compressed a run's schedule: run.json's ``fitted_steps`` below its
+    ``planned_steps`` (a run whose planned steps all fit in ``max_minutes`` ran its schedule as written)."""
+    return bool(info.get("fitted_steps")) and info["fitted_steps"] < info.get("planned_steps", float("inf"))
+
+
 def _write_run_json(run_dir: Path, **fields: Any) -> None:
     path = run_dir / "run.json"
     info = json.loads(path.read_text()) if path.is_file() else {}

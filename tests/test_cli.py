@@ -265,6 +265,7 @@ def test_demo_writes_one_report_with_the_three_runs(tmp_path):
     text = report.read_text()
     assert text.index("semi-supervised-aae") < text.index("| [dae]") < text.index("| [vae]")
     assert " % |" in text  # the semi-supervised AAE's test error
+    assert "schedule fitted" not in text  # 10 steps fit in the 4-minute cap: nothing was shortened
     for line in text.splitlines():
         if line.startswith("!["):
             assert (report.parent / line.split("(")[1].rstrip(")")).is_file()

@@ -269,3 +269,11 @@ def test_a_clustering_row_also_gives_nmi_and_the_hungarian_error_and_a_fitted_sc
     # a run whose schedule was fitted to its budget (fit_schedule=true) says so
     row = format_row(target, {"runs": [{**run, "precision": "32-true", "schedule_epochs": 1500, "fitted_steps": 1510}]})
     assert "| 3.0 of 1500 (1500 steps), the schedule compressed to fit the budget (`fit_schedule`) |" in row
+
+
+def test_a_schedule_counts_as_shortened_only_when_fewer_steps_than_planned_fit():
+    from regae.run import schedule_shortened
+
+    assert schedule_shortened({"planned_steps": 2000, "fitted_steps": 1504})
+    assert not schedule_shortened({"planned_steps": 2000, "fitted_steps": 2000})  # everything fitted
+    assert not schedule_shortened({"steps": 2000})  # no fit_schedule
