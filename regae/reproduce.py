@@ -590,7 +590,10 @@ def format_row(t: Target, record: dict) -> str:
                 ours += f" (decoded q(z): {runs[0]['test']['test/parzen_posterior']:.2f})"
         if "test/nmi" in runs[0]["test"]:  # clustering: the two other scores beside the §6 protocol's
             test = runs[0]["test"]
-            ours += f" (NMI {test['test/nmi']:.3f}, one-to-one Hungarian error {test['test/hungarian_error']:.2f} %)"
+            ours += f" (NMI {test['test/nmi']:.3f}, one-to-one Hungarian error {test['test/hungarian_error']:.2f} %"
+            if "test/majority_error" in test:  # each cluster labelled by its majority digit
+                ours += f", majority-vote error {test['test/majority_error']:.2f} %"
+            ours += ")"
     else:
         ours = f"{statistics.fmean(values):.2f} {t.unit} ± {statistics.stdev(values):.2f} (sd of {len(values)} runs"
         ours += f": {', '.join(f'{v:.2f}' for v in values)})" if len(values) <= 8 else ")"

@@ -233,6 +233,17 @@ def test_encoder_batchnorm_covers_the_output_layers_of_q():
     assert isinstance(plain.z_head, torch.nn.Linear) and isinstance(plain.y_head, torch.nn.Linear)
 
 
+def test_clustering_scores_the_paper_protocol_nmi_and_one_to_one_and_many_to_one_errors():
+    """A clustering AAE's test metrics: §6's error, NMI, and the Hungarian (one-to-one) and majority-vote
+    (many-to-one) errors; many-to-one can only match the data better than one-to-one."""
+    m, splits = _model({"type": "clustering-aae", "num_classes": 16, "code_dim": 2})
+    m.eval()
+    with torch.no_grad():
+        metrics = m.evaluate(splits.test)
+    assert {"error", "nmi", "hungarian_error", "majority_error"} <= set(metrics)
+    assert 0 <= metrics["majority_error"] <= metrics["hungarian_error"] <= 100 and 0 <= metrics["nmi"] <= 1
+
+
 def test_label_shift_translates_the_labeled_batch(monkeypatch):
     from regae.data.augment import random_shift
 

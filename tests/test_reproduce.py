@@ -266,6 +266,9 @@ def test_a_clustering_row_also_gives_nmi_and_the_hungarian_error_and_a_fitted_sc
     row = format_row(target, {"runs": [{**run, "precision": "32-true", "schedule_epochs": 1500}]})
     assert "| 12.50 % (NMI 0.661, one-to-one Hungarian error 35.04 %) |" in row
     assert "| 3.0 of 1500 (1500 steps) |" in row
+    run["test"] = {**test, "test/majority_error": 17.47}
+    row = format_row(target, {"runs": [{**run, "precision": "32-true", "schedule_epochs": 1500}]})
+    assert "(NMI 0.661, one-to-one Hungarian error 35.04 %, majority-vote error 17.47 %) |" in row
     # a run whose schedule was fitted to its budget (fit_schedule=true) says so
     row = format_row(target, {"runs": [{**run, "precision": "32-true", "schedule_epochs": 1500, "fitted_steps": 1510}]})
     assert "| 3.0 of 1500 (1500 steps), the schedule compressed to fit the budget (`fit_schedule`) |" in row

@@ -744,7 +744,7 @@ class SemiSupervisedAAE(_AAEBase):
 
     @torch.no_grad()
     def evaluate(self, data: ArrayDataset, batch_size: int = 1000) -> dict[str, float]:
-        from regae.metrics import classification_error, hungarian_accuracy, nmi
+        from regae.metrics import classification_error, hungarian_accuracy, majority_accuracy, nmi
 
         energy, probs = [], []
         for i in range(0, len(data), batch_size):
@@ -761,6 +761,8 @@ class SemiSupervisedAAE(_AAEBase):
             else:
                 m["hungarian_error"] = 100.0 - hungarian_accuracy(assign, data.y)
                 m["nmi"] = nmi(assign, data.y)
+                # many-to-one: each cluster labelled by its majority digit, steadier than §6's one image
+                m["majority_error"] = 100.0 - majority_accuracy(assign, data.y)
                 if self._val is not None and self._val.y is not None and data is not self._val:
                     from regae.metrics import paper_cluster_error
 
