@@ -308,6 +308,42 @@ def test_label_rotation_and_scale_jitter_the_labeled_batch(monkeypatch):
     assert seen == [("affine", 15.0, 0.1), ("shift", 2)]
 
 
+def test_input_warp_corrupts_the_encoder_input_only_while_training(monkeypatch):
+    """model.input_rotation / input_scale / input_elastic warp what the encoder sees while training; the
+    decoder's target stays the clean image (a denoising corruption), and evaluation sees clean images."""
+    for bad in ({"input_rotation": -1.0}, {"input_scale": 1.0}, {"input_elastic": -2.0}, {"input_elastic_sigma": 0.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            _cfg({"type": "clustering-aae", **bad})
+    with pytest.raises(ConfigError, match="warp images"):
+        _model({"type": "aae", "code_dim": 2, "input_rotation": 10.0}, {"name": "two-moons"})
+    m, splits = _model({"type": "aae", "code_dim": 2, "input_rotation": 20.0, "input_elastic": 3.0})
+    x = splits.train.x[:16]
+    seen = []
+
+    def warp(x, rotation, scale, **kw):
+        seen.append((x, rotation, scale, kw["elastic"]))
+        return torch.zeros_like(x)
+
+    monkeypatch.setattr("regae.models.aae.random_affine", warp)
+    m.train()
+    loss = m.reconstruction_loss(Batch(x))
+    assert len(seen) == 1 and seen[0][0] is x and seen[0][1:] == (20.0, 0.0, 3.0)
+    with torch.no_grad():
+        blank = m.style(m.trunk(torch.zeros(16, x[0].numel())))
+        expected = m.reconstruction_energy(x, m.decode(blank)).mean()
+    torch.testing.assert_close(loss.detach(), expected)  # encoded from the warped input, scored on x
+    m.eval()
+    m.encode(x)
+    assert len(seen) == 1  # no warp outside training
+    from regae.data.augment import random_affine
+
+    monkeypatch.setattr("regae.models.aae.random_affine", random_affine)
+    m.train()
+    torch.manual_seed(0)
+    a = m.encode(x)
+    assert not torch.allclose(a, m.encode(x))  # a fresh warp per call
+
+
 def test_elastic_blur_by_banded_matrices_equals_two_zero_padded_convolutions():
     """The elastic field's Gaussian blur (B_h @ field @ B_w) is the separable blur it replaced: a 1-D
     convolution along the rows, then the columns, zero-padded, the kernel truncated at 3σ."""

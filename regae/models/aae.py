@@ -58,6 +58,14 @@ class AAEConfig(AutoencoderConfig):
     recon_loss: str = "bce"  # "bce" (Bernoulli NLL) or "half_sse" (½||x - sigmoid(out)||², appendix A)
     input_noise_std: float = 0.0  # A.2.1: Gaussian noise added to the input at training time only
     input_dropout: float = 0.0  # A.3: dropout on the input
+    # Not in the paper (named in reports when used): a geometric corruption of the encoder's input while
+    # training, beside input_dropout: random rotations of up to input_rotation degrees, zooms by up to
+    # input_scale and an elastic distortion of input_elastic pixels (σ input_elastic_sigma). The decoder
+    # still reconstructs the clean image, so the code has to see through the pose: a denoising corruption.
+    input_rotation: float = 0.0
+    input_scale: float = 0.0
+    input_elastic: float = 0.0
+    input_elastic_sigma: float = 4.0
     encoder_batchnorm: bool = False  # A.3: batch norm in the encoder layers
     init_std: float | None = None  # A.1: weights ~ N(0, init_std²); None keeps PyTorch's init
     # "alternating": the paper's phases (§2). "joint": one autoencoder step on reconstruction +
@@ -79,6 +87,20 @@ class AAEConfig(AutoencoderConfig):
             raise ConfigError("model.noise_dim must be >= 1, input_noise_std >= 0 and input_dropout in [0, 1)")
         if self.init_std is not None and self.init_std <= 0:
             raise ConfigError(f"model.init_std must be > 0 or null, got {self.init_std}")
+        if not 0 <= self.input_rotation <= 180:
+            raise ConfigError(f"model.input_rotation must lie in [0, 180] degrees, got {self.input_rotation}")
+        if not 0 <= self.input_scale < 1:
+            raise ConfigError(f"model.input_scale must lie in [0, 1), got {self.input_scale}")
+        if self.input_elastic < 0 or not self.input_elastic_sigma > 0:
+            raise ConfigError(
+                "model.input_elastic must be >= 0 pixels and input_elastic_sigma > 0 pixels, got "
+                f"{self.input_elastic} and {self.input_elastic_sigma}"
+            )
+
+    @property
+    def input_warp(self) -> bool:
+        """Whether the encoder's input gets the geometric corruption."""
+        return bool(self.input_rotation or self.input_scale or self.input_elastic)
 
 
 def check_num_classes(k: int) -> None:
@@ -134,6 +156,11 @@ class _AAEBase(Autoencoder):
 
     def build_networks(self) -> None:
         c = self.config
+        if c.input_warp and len(self.input_shape) != 3:
+            raise ConfigError(
+                "model.input_rotation / input_scale / input_elastic warp images (C, H, W); this data has "
+                f"samples of shape {tuple(self.input_shape)}"
+            )
         d_in = math.prod(self.input_shape) + (c.noise_dim if c.encoder == "universal" else 0)
         layers: list[nn.Module] = []
         for a, b in itertools.pairwise([d_in, *c.hidden]):
@@ -174,6 +201,10 @@ class _AAEBase(Autoencoder):
     def features(self, x: Tensor) -> Tensor:
         """The shared encoder layers; input noise / dropout only while training (appendix A)."""
         c = self.config
+        if self.training and c.input_warp:
+            x = random_affine(
+                x, c.input_rotation, c.input_scale, elastic=c.input_elastic, elastic_sigma=c.input_elastic_sigma
+            )
         h = x.flatten(1)
         if self.training and c.input_noise_std > 0:
             h = h + c.input_noise_std * torch.randn_like(h)
