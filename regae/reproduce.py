@@ -459,8 +459,17 @@ NOT_RECIPE = {
 }  # fmt: skip
 
 
+# Config keys added after records were first written, with the value that trains as before their time. A
+# run's config lists every key, so without this a new option would make every later run "another recipe"
+# than the records' older runs of the very same recipe (and replace them). At these values they are left out.
+NEUTRAL = {
+    "model": {"input_rotation": 0.0, "input_scale": 0.0, "input_elastic": 0.0, "input_elastic_sigma": 4.0},
+}
+
+
 def recipe_of(config: dict) -> str:
-    """A short hash of a run's config without the keys of ``NOT_RECIPE`` (and its prose description)."""
+    """A short hash of a run's config without the keys of ``NOT_RECIPE`` (and its prose description), nor
+    those of ``NEUTRAL`` at their neutral values."""
     import copy
     import hashlib
 
@@ -469,6 +478,11 @@ def recipe_of(config: dict) -> str:
     for section, keys in NOT_RECIPE.items():
         for key in keys:
             cfg.get(section, {}).pop(key, None)
+    for section, neutral in NEUTRAL.items():
+        part = cfg.get(section, {})
+        for key, value in neutral.items():
+            if key in part and part[key] == value:
+                del part[key]
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -280,3 +280,17 @@ def test_a_schedule_counts_as_shortened_only_when_fewer_steps_than_planned_fit()
     assert schedule_shortened({"planned_steps": 2000, "fitted_steps": 1504})
     assert not schedule_shortened({"planned_steps": 2000, "fitted_steps": 2000})  # everything fitted
     assert not schedule_shortened({"steps": 2000})  # no fit_schedule
+
+
+def test_an_option_added_later_at_its_neutral_value_keeps_the_recipe():
+    """A run's config lists every key, including options added after a record's older runs; at the value
+    that trains as before (``NEUTRAL``) such a key must not make the run another recipe, which would drop
+    the record's older runs of the very same recipe. Any other value is another recipe."""
+    from regae.reproduce import NEUTRAL, recipe_of
+
+    old = {"model": {"type": "semi-supervised-aae", "code_dim": 10}, "train": {"epochs": 50, "seed": 0}}
+    new = {**old, "model": {**old["model"], **NEUTRAL["model"]}, "train": {"epochs": 50, "seed": 3}}
+    assert recipe_of(new) == recipe_of(old)
+    warped = {**new, "model": {**new["model"], "input_rotation": 15.0}}
+    assert recipe_of(warped) != recipe_of(old)
+    assert recipe_of({**old, "train": {"epochs": 51}}) != recipe_of(old)
