@@ -464,6 +464,7 @@ NOT_RECIPE = {
 # than the records' older runs of the very same recipe (and replace them). At these values they are left out.
 NEUTRAL = {
     "model": {"input_rotation": 0.0, "input_scale": 0.0, "input_elastic": 0.0, "input_elastic_sigma": 4.0},
+    "train": {"fit_schedule": False},
 }
 
 

@@ -294,3 +294,46 @@ def test_an_option_added_later_at_its_neutral_value_keeps_the_recipe():
     warped = {**new, "model": {**new["model"], "input_rotation": 15.0}}
     assert recipe_of(warped) != recipe_of(old)
     assert recipe_of({**old, "train": {"epochs": 51}}) != recipe_of(old)
+
+
+# The config keys regae had when the reproduction records' older runs were made (2026-12-01). A key added
+# since is in every new run's config and, unless listed in regae.reproduce.NEUTRAL at the value that trains
+# as before, makes new runs "another recipe" than the records' runs, which they would then replace.
+KEYS_OF_RECORDED_RUNS = {
+    "model": set(
+        "activation adversarial_weight architecture beta category_temperature code_activation code_dim conditional "
+        "contraction_weight disc_hidden encoder encoder_batchnorm fixed_heads_scale gaussian_std head_cost_weight "
+        "head_distance hidden init_std input_dropout input_noise_std input_shape k label_elastic label_elastic_sigma "
+        "label_rotation label_scale label_shift likelihood noise noise_dim noise_prob noise_std num_classes prior "
+        "prior_args recon_loss regularization sparsity_weight test_alpha type use_labels".split()
+    ),
+    "train": set(
+        "accelerator batch_size best_metric checkpoint_every checkpoint_minutes compile deterministic devices "
+        "ema_decay epochs eval_every keep_last log_every max_minutes max_steps name num_threads optim out_dir "
+        "overwrite phase_optim phase_repeats precision progress schedules seed strategy".split()
+    ),
+    "data": set(
+        "binarize download labels_per_class limit n_samples name noise root seed shift source threshold".split()
+    ),
+}
+
+
+def test_every_config_key_added_since_the_records_is_neutral_in_the_recipe():
+    import dataclasses
+
+    import regae.models  # noqa: F401  (registers the models)
+    from regae.config import DataConfig, TrainConfig
+    from regae.registry import MODELS
+    from regae.reproduce import NEUTRAL, NOT_RECIPE
+
+    fields = {
+        "model": {f.name for name in MODELS for f in dataclasses.fields(MODELS.get(name).config_class)},
+        "train": {f.name for f in dataclasses.fields(TrainConfig)},
+        "data": {f.name for f in dataclasses.fields(DataConfig)},
+    }
+    for section, names in fields.items():
+        new = names - KEYS_OF_RECORDED_RUNS[section] - set(NEUTRAL.get(section, {})) - set(NOT_RECIPE.get(section, ()))
+        assert not new, (
+            f"{section} keys {sorted(new)} are new since the reproduction records: add each to "
+            "regae.reproduce.NEUTRAL with the value that trains as before (or to NOT_RECIPE), then to this list"
+        )
