@@ -43,7 +43,7 @@ def _kv(items: list[str], allowed: dict[str, type], command: str) -> dict:
 
 def cmd_list(args: argparse.Namespace) -> None:
     import regae  # noqa: F401  (registers everything)
-    from regae.config import CONFIG_DIR, experiment_names, load_yaml
+    from regae.config import experiment_names, read_experiment
     from regae.registry import DATASETS, MODELS, PRIORS
 
     def section(title: str, rows: list[tuple[str, str]]) -> None:
@@ -55,7 +55,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 
     section(
         "experiments (regae train NAME)",
-        [(n, str(load_yaml(CONFIG_DIR / f"{n}.yaml").get("description", ""))) for n in experiment_names()],
+        [(n, str(read_experiment(n).get("description", ""))) for n in experiment_names()],
     )
     section("models", [(n, MODELS.help(n)) for n in MODELS.names()])
     section("datasets", [(n, DATASETS.help(n)) for n in DATASETS.names()])

@@ -340,6 +340,11 @@ def build_experiment(raw: dict, experiment: str = "custom") -> ExperimentConfig:
     # a config written by `regae config` or copied from a run folder says its version; without it, the current
     raw = migrate(raw, f"experiment {experiment!r}", default_version=CONFIG_VERSION)
     unknown = set(raw) - {"model", "data", "train", "experiment", "description"}
+    if "base" in unknown:
+        raise ConfigError(
+            "`base:` is resolved when an experiment is read from its file (load_experiment, read_experiment); "
+            "merge the base into a mapping with regae.config.merge before building it"
+        )
     for key in sorted(unknown):
         raise ConfigError(
             f"unknown top-level config key {key!r}.{suggest(key, ['model', 'data', 'train', 'description'])} "
@@ -444,18 +449,73 @@ def load_yaml(path: str | Path) -> dict:
     return raw or {}
 
 
+def _experiment_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """The YAML file of a registered experiment name (``dae-mnist``) or of a path (relative paths are
+    taken from ``relative_to``, the folder of the config that names them, when given)."""
+    if name_or_path.endswith((".yaml", ".yml")):
+        path = Path(name_or_path)
+        return relative_to / path if relative_to is not None and not path.is_absolute() else path
+    if Path(name_or_path).is_file() and relative_to is None:
+        return Path(name_or_path)
+    names = experiment_names()
+    if name_or_path not in names:
+        raise ConfigError(
+            f"unknown experiment {name_or_path!r}.{suggest(name_or_path, names)} "
+            f"Known experiments: {', '.join(names)} (or pass a .yaml file)"
+        )
+    return CONFIG_DIR / f"{name_or_path}.yaml"
+
+
+def merge(base: dict, changes: dict) -> dict:
+    """``base`` updated by ``changes``: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_experiment(name_or_path: str) -> dict:
+    """An experiment's raw mapping with its ``base:`` chain resolved.
+
+    A config may start from another with ``base: <experiment name or .yaml path>`` and list only what it
+    changes, so a variant (``aae-likelihood-warp``: A.1's recipe plus a warp) states its departure and
+    follows every later fix of its base. Its own description replaces the base's.
+    """
+    layers: list[dict] = []  # the named config first, then its base, its base's base...
+    seen: list[Path] = []
+    path = _experiment_path(name_or_path)
+    while True:
+        raw = load_yaml(path)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: an experiment config must be a mapping, got {type(raw).__name__}")
+        seen.append(path.resolve())
+        if isinstance(raw.get("model"), str):  # `model: ae` is short for `model: {type: ae}`
+            raw["model"] = {"type": raw["model"]}
+        if layers:
+            raw.pop("experiment", None)  # a run's saved config names its own run, not the variant's
+        base = raw.pop("base", None)
+        layers.append(raw)
+        if base is None:
+            break
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: `base` must name an experiment or a .yaml file, got {base!r}")
+        path = _experiment_path(base, relative_to=path.parent)
+        if path.resolve() in seen:
+            raise ConfigError(f"config `base` chain loops: {' -> '.join(p.stem for p in [*seen, path])}")
+    out: dict = {}
+    for layer in reversed(layers):
+        out = merge(out, layer)
+    return out
+
+
 def load_experiment(name_or_path: str, overrides: list[str] | None = None) -> ExperimentConfig:
     """An experiment by registered name (``dae-mnist``) or YAML path, with ``key=value`` overrides."""
-    if name_or_path.endswith((".yaml", ".yml")) or Path(name_or_path).is_file():
-        raw, name = load_yaml(name_or_path), Path(name_or_path).stem
-    else:
-        names = experiment_names()
-        if name_or_path not in names:
-            raise ConfigError(
-                f"unknown experiment {name_or_path!r}.{suggest(name_or_path, names)} "
-                f"Known experiments: {', '.join(names)} (or pass a .yaml file)"
-            )
-        raw, name = load_yaml(CONFIG_DIR / f"{name_or_path}.yaml"), name_or_path
+    path = _experiment_path(name_or_path)
+    name = path.stem
+    raw = read_experiment(name_or_path)
     raw = apply_overrides(raw, overrides or [])
     cfg = build_experiment(raw, experiment=raw.get("experiment", name))
     if cfg.train.name is None:
@@ -473,6 +533,8 @@ __all__ = [
     "migrate",
     "CONFIG_VERSION",
     "load_experiment",
+    "read_experiment",
+    "merge",
     "apply_overrides",
     "experiment_names",
     "from_dict",

@@ -166,6 +166,70 @@ def test_experiment_from_a_yaml_file(tmp_path):
     assert cfg.train.epochs == 4 and cfg.train.optim.name == "sgd" and cfg.train.optim.momentum == 0.9
 
 
+def test_a_config_inherits_its_base_and_lists_only_its_changes(tmp_path):
+    """``base:`` (an experiment name or a .yaml path relative to the file) is merged key by key: mappings
+    merge, lists and scalars replace; the child's description and its file name are its own."""
+    (tmp_path / "parent.yaml").write_text(
+        "description: the parent\n"
+        "experiment: parent-run\n"
+        "model: {type: dae, hidden: [8, 8], code_dim: 2, noise_std: 0.2}\n"
+        "data: {name: two-moons, n_samples: 100}\n"
+        "train: {epochs: 3, optim: {name: sgd, lr: 0.01, momentum: 0.5}}\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "description: the child\nbase: parent.yaml\nmodel: {hidden: [16]}\ntrain: {optim: {lr: 0.1}}\n"
+    )
+    (tmp_path / "grandchild.yaml").write_text("base: child.yaml\ndata: {n_samples: 50}\n")
+    child = load_experiment(str(tmp_path / "child.yaml"), ["epochs=5"])
+    assert child.experiment == "child" and child.train.name == "child" and child.description == "the child"
+    assert child.model.hidden == (16,) and child.model.noise_std == 0.2 and child.model.code_dim == 2
+    assert child.train.optim.lr == 0.1 and child.train.optim.momentum == 0.5 and child.train.optim.name == "sgd"
+    assert child.train.epochs == 5 and child.data.n_samples == 100
+    grandchild = load_experiment(str(tmp_path / "grandchild.yaml"))
+    assert grandchild.experiment == "grandchild" and grandchild.description == "the child"
+    assert grandchild.model.hidden == (16,) and grandchild.data.n_samples == 50
+    # a registered experiment as the base
+    (tmp_path / "longer.yaml").write_text("base: dae-mnist\ntrain: {epochs: 123}\n")
+    longer = load_experiment(str(tmp_path / "longer.yaml"))
+    assert longer.train.epochs == 123 and longer.model == load_experiment("dae-mnist").model
+
+
+def test_shipped_variants_state_only_their_departure():
+    """A shipped variant is its base plus what it changes: aae-likelihood-warp is aae-likelihood-ema with
+    the warp, and a fix to A.1's base config reaches both."""
+    from regae.config import read_experiment
+
+    warp, ema = load_experiment("aae-likelihood-warp"), load_experiment("aae-likelihood-ema")
+    assert (warp.model.input_rotation, warp.model.input_scale) == (15.0, 0.1)
+    assert replace(warp.model, input_rotation=0.0, input_scale=0.0) == ema.model and warp.train.ema_decay == 0.999
+    assert "base" not in read_experiment("aae-likelihood-warp")
+
+
+@pytest.mark.parametrize(
+    "files, error",
+    [
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "base: a.yaml\n"}, r"`base` chain loops: a -> b -> a"),
+        ({"a.yaml": "base: a.yaml\n"}, r"loops: a -> a"),
+        ({"a.yaml": "base: dae-mnsit\n"}, r"unknown experiment 'dae-mnsit'.*Did you mean 'dae-mnist'"),
+        ({"a.yaml": "base: missing.yaml\n"}, r"missing.yaml' does not exist"),
+        ({"a.yaml": "base: [dae-mnist]\n"}, r"`base` must name an experiment or a .yaml file"),
+        ({"a.yaml": "base: b.yaml\n", "b.yaml": "- 1\n- 2\n"}, r"b.yaml: an experiment config must be a mapping"),
+    ],
+)
+def test_a_bad_base_is_a_clear_error(tmp_path, files, error):
+    """A loop, an unknown or missing base, or a base that is not a config each name the problem."""
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=error):
+        load_experiment(str(tmp_path / "a.yaml"))
+
+
+def test_build_experiment_refuses_an_unresolved_base():
+    """``base`` is a file-level key: a mapping handed straight to build_experiment says how to resolve it."""
+    with pytest.raises(ConfigError, match="`base:` is resolved when an experiment is read"):
+        build_experiment({"base": "dae-mnist", "model": {"type": "ae"}})
+
+
 def test_unknown_top_level_section_is_refused(tmp_path):
     """A misspelt section (``trian:``) is a ConfigError suggesting ``train``, not silently ignored."""
     path = tmp_path / "bad.yaml"
