@@ -13,9 +13,9 @@ sets that look like smoothed prototypes beat real data. This script scores, with
   the aggregated posterior q(z) instead of the prior: what the prior samples would score if q(z) filled
   the prior exactly). With a weight average (``train.ema_decay``) the run's model is the average.
 
-Beside each figure, ``grey``: the share of a set's ink (pixels above 0.1) that is mid-grey (below 0.9). Real
-digits have anti-aliased edges only; a blurred sample set has more, so a Parzen gain that comes with a higher
-``grey`` is at least partly the blur the metric rewards, not a better generator.
+Beside each figure, ``grey`` (``regae.metrics.grey_share``): the share of a set's ink (pixels above 0.1) that
+is mid-grey (below 0.9). Real digits have anti-aliased edges only; a blurred sample set has more, so a Parzen
+gain that comes with a higher ``grey`` is at least partly the blur the metric rewards, not a better generator.
 
     python benchmarks/parzen_calibration.py --run runs/probes/probe-lik-ema --json parzen.json
 
@@ -31,12 +31,6 @@ from pathlib import Path
 import torch
 
 
-def grey_share(images: torch.Tensor) -> float:
-    """The share of ink pixels (> 0.1) that are mid-grey (< 0.9): how soft a set of [0, 1] images is."""
-    ink = images > 0.1
-    return ((images < 0.9) & ink).sum().item() / max(ink.sum().item(), 1)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", default=[], type=Path, help="AAE run folder(s) to score")
@@ -47,7 +41,7 @@ def main() -> None:
 
     from regae.config import DataConfig
     from regae.data import load_data
-    from regae.metrics import parzen_evaluate
+    from regae.metrics import grey_share, parzen_evaluate
     from regae.reproduce import parzen_metric
     from regae.run import load_run_model
 

@@ -311,11 +311,14 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
     ``test/parzen_posterior`` scores, the same way, the decoded codes of ``n_samples`` training images (z
     from the aggregated posterior q(z) instead of the prior): the figure the model's samples would reach if
     adversarial training had made q(z) equal to the prior, so the gap between the two is the prior matching's
-    (``benchmarks/parzen_calibration.py`` puts both beside real images and k-means centroids)."""
+    (``benchmarks/parzen_calibration.py`` puts both beside real images and k-means centroids).
+
+    ``test/sample_grey`` is the samples' :func:`~regae.metrics.grey_share` (``test/real_grey`` that of the
+    test digits): the Parzen figure rewards blur, and this says how blurred the samples are."""
     from regae.config import build_experiment
     from regae.data import load_data
     from regae.engine.checkpoint import CheckpointManager, read_folder
-    from regae.metrics import parzen_evaluate
+    from regae.metrics import grey_share, parzen_evaluate
     from regae.run import load_run_model, read_run_config
 
     cfg = read_run_config(run_dir)
@@ -326,7 +329,9 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
         with torch.no_grad():
             samples = torch.cat([model.sample(1000) for _ in range(n_samples // 1000)]).flatten(1)
         res = parzen_evaluate(samples, splits.val.x[:1000].flatten(1), splits.test.x.flatten(1))
-        return {f"{prefix}/{k}": res[key] for k, key in PARZEN_KEYS.items()}
+        return {f"{prefix}/{k}": res[key] for k, key in PARZEN_KEYS.items()} | {
+            f"{prefix}/sample_grey": grey_share(samples)
+        }
 
     model = load_run_model(run_dir)
     metrics = score(model, "test")
@@ -335,6 +340,7 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
         decoded = torch.cat([model.reconstruct(splits.train.x[idx]) for idx in pick.split(1000)])
     res = parzen_evaluate(decoded.flatten(1), splits.val.x[:1000].flatten(1), splits.test.x.flatten(1))
     metrics["test/parzen_posterior"] = res["log_likelihood"]
+    metrics["test/real_grey"] = grey_share(splits.test.x)  # the grey share of real digits, for comparison
     latest = CheckpointManager(run_dir / "checkpoints").latest()
     tensors = read_folder(latest)[0] if latest is not None else {}
     if any(k.startswith("ema.") for k in tensors):
@@ -635,6 +641,10 @@ def format_row(t: Target, record: dict) -> str:
     else:
         ours = f"{statistics.fmean(values):.2f} {t.unit} ± {statistics.stdev(values):.2f} (sd of {len(values)} runs"
         ours += f": {', '.join(f'{v:.2f}' for v in values)})" if len(values) <= 8 else ")"
+    greys = [r["test"].get("test/sample_grey") for r in runs]
+    if t.metric == "test/parzen" and values and None not in greys:  # how blurred the scored samples are
+        real = statistics.fmean(r["test"]["test/real_grey"] for r in runs)
+        ours += f"; mid-grey share of the samples' ink {statistics.fmean(greys):.2f} (real digits {real:.2f})"
     schedule = runs[0].get("schedule_epochs", "?")
     epochs = f"{_span([r['epochs_done'] for r in runs])} of {schedule} ({_span([r['steps'] for r in runs])} steps)"
     if any(r.get("fitted_steps") for r in runs):

@@ -159,6 +159,22 @@ def test_parzen_bad_data(samples, data, match):
         parzen_log_likelihood(samples, data, 1.0)
 
 
+def test_grey_share_measures_how_blurred_images_are():
+    """Solid ink has no grey; blurring the same strokes greys their ink; real MNIST sits near one half."""
+    from regae.metrics import grey_share
+
+    strokes = torch.zeros(4, 28, 28)
+    strokes[:, 8:20, 12:16] = 1.0
+    assert grey_share(strokes) == 0.0
+    blurred = torch.nn.functional.avg_pool2d(strokes[:, None], 5, stride=1, padding=2)[:, 0]
+    assert grey_share(blurred) > 0.5
+    assert grey_share(np.full((2, 4), 0.5)) == 1.0
+    with pytest.raises(DataError, match="no pixel above the ink threshold"):
+        grey_share(torch.zeros(3, 10))
+    with pytest.raises(DataError, match="non-finite"):
+        grey_share(torch.tensor([[0.5, float("nan")]]))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

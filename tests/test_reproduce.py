@@ -55,6 +55,9 @@ def test_tiny_reproduction_writes_a_self_contained_report(tmp_path):
         and f"(decoded q(z): {plain['test/parzen_posterior']:.2f})" in text
     )
     assert ema["test/parzen"] != ema["test_online/parzen"]
+    # and how blurred the samples are, beside real digits (the Parzen figure rewards blur)
+    assert 0 <= plain["test/sample_grey"] <= 1 and 0.3 < plain["test/real_grey"] < 0.7
+    assert f"mid-grey share of the samples' ink {plain['test/sample_grey']:.2f}" in text
     for line in text.splitlines():
         if line.startswith("!["):
             assert (report.parent / line.split("(")[1].rstrip(")")).is_file()

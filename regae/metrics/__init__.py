@@ -8,13 +8,14 @@ from regae.metrics.clustering import (
     nmi,
     paper_cluster_error,
 )
-from regae.metrics.parzen import DEFAULT_SIGMAS, parzen_evaluate, parzen_log_likelihood, select_sigma
+from regae.metrics.parzen import DEFAULT_SIGMAS, grey_share, parzen_evaluate, parzen_log_likelihood, select_sigma
 
 __all__ = [
     "DEFAULT_SIGMAS",
     "parzen_log_likelihood",
     "select_sigma",
     "parzen_evaluate",
+    "grey_share",
     "classification_error",
     "cluster_labels_paper",
     "paper_cluster_error",

@@ -103,6 +103,21 @@ def parzen_evaluate(
 # --------------------------------------------------------------------------------------------- internals
 
 
+def grey_share(images: Tensor | np.ndarray, ink: float = 0.1, solid: float = 0.9) -> float:
+    """The share of a set's ink (pixels above ``ink``) that is mid-grey (below ``solid``), for [0, 1] images.
+
+    A companion to the Parzen figure, which rewards blur (Theis et al. 2016): real MNIST digits score about
+    0.50 (anti-aliased edges only), blurred samples more. A Parzen gain that comes with a higher grey share
+    is at least partly that blur, not a better generator.
+    """
+    x = _as_2d(images, "images")
+    inked = x > ink
+    total = int(inked.sum())
+    if total == 0:
+        raise DataError("images have no pixel above the ink threshold: cannot measure their grey share")
+    return int((inked & (x < solid)).sum()) / total
+
+
 def _log_kde(samples: Tensor, data: Tensor, sigmas: list[float], batch_size: int, sample_chunk: int) -> Tensor:
     """log p(x) for every σ in ``sigmas``: float64 (len(sigmas), N), streamed over sample chunks."""
     batch_size = _check_count(batch_size, "batch_size")
