@@ -340,3 +340,15 @@ def test_every_config_key_added_since_the_records_is_neutral_in_the_recipe():
             f"{section} keys {sorted(new)} are new since the reproduction records: add each to "
             "regae.reproduce.NEUTRAL with the value that trains as before (or to NOT_RECIPE), then to this list"
         )
+
+
+def test_a_record_of_an_unknown_experiment_is_named_not_silently_dropped(tmp_path):
+    """A record this regae has no target for (a newer checkout added it while an older process ran) cannot
+    be a row: writing the report warns and says how to rebuild it."""
+    from regae.reproduce import write_report
+
+    (tmp_path / "aae" / "aae-from-the-future").mkdir(parents=True)
+    (tmp_path / "aae" / "aae-from-the-future" / "result.json").write_text('{"runs": []}')
+    with pytest.warns(UserWarning, match="leaves out the records of aae-from-the-future.*--report-only"):
+        report = write_report("aae", tmp_path)
+    assert "aae-from-the-future" not in report.read_text()
