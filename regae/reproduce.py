@@ -177,14 +177,6 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
-            "aae-cluster-16-warp-style2",
-            f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 2-D "
-            "style code (A.3: 5-D)",
-            "test/error",
-            9.55,
-            "%",
-        ),
-        Target(
             "aae-cluster-30-warp",
             f"unsupervised clustering, 30 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}",
             "test/error",
