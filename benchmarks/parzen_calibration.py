@@ -43,7 +43,6 @@ def main() -> None:
     from regae.data import load_data
     from regae.metrics import grey_share, parzen_evaluate
     from regae.reproduce import parzen_metric
-    from regae.run import load_run_model
 
     splits = load_data(DataConfig(name="mnist"))
     # the same 10K training images whose codes parzen_metric decodes
@@ -59,18 +58,13 @@ def main() -> None:
     }
     for run in args.run:
         m = parzen_metric(run)
-        model = load_run_model(run)  # the scored model (the weight average when there is one)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            samples = torch.cat([model.sample(1000) for _ in range(10)])
-            decoded = torch.cat([model.reconstruct(splits.train.x[idx]) for idx in pick.split(1000)])
         results[f"{run.name}: prior"] = {
             "nats": m["test/parzen"],
             "stderr": m["test/parzen_stderr"],
             "sigma": m["test/parzen_sigma"],
-            "grey": grey_share(samples),
+            "grey": m["test/sample_grey"],
         }
-        results[f"{run.name}: posterior"] = {"nats": m["test/parzen_posterior"], "grey": grey_share(decoded)}
+        results[f"{run.name}: posterior"] = {"nats": m["test/parzen_posterior"], "grey": m["test/posterior_grey"]}
         if "test_online/parzen" in m:
             results[f"{run.name}: prior, online weights"] = {"nats": m["test_online/parzen"]}
 

@@ -331,8 +331,9 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
     adversarial training had made q(z) equal to the prior, so the gap between the two is the prior matching's
     (``benchmarks/parzen_calibration.py`` puts both beside real images and k-means centroids).
 
-    ``test/sample_grey`` is the samples' :func:`~regae.metrics.grey_share` (``test/real_grey`` that of the
-    test digits): the Parzen figure rewards blur, and this says how blurred the samples are."""
+    ``test/sample_grey`` is the samples' :func:`~regae.metrics.grey_share` (``test/posterior_grey`` that of
+    the decoded q(z), ``test/real_grey`` that of the test digits): the Parzen figure rewards blur, and this
+    says how blurred the samples are."""
     from regae.config import build_experiment
     from regae.data import load_data
     from regae.engine.checkpoint import CheckpointManager, read_folder
@@ -358,6 +359,7 @@ def parzen_metric(run_dir: Path, n_samples: int = 10_000) -> dict[str, float]:
         decoded = torch.cat([model.reconstruct(splits.train.x[idx]) for idx in pick.split(1000)])
     res = parzen_evaluate(decoded.flatten(1), splits.val.x[:1000].flatten(1), splits.test.x.flatten(1))
     metrics["test/parzen_posterior"] = res["log_likelihood"]
+    metrics["test/posterior_grey"] = grey_share(decoded)
     metrics["test/real_grey"] = grey_share(splits.test.x)  # the grey share of real digits, for comparison
     latest = CheckpointManager(run_dir / "checkpoints").latest()
     tensors = read_folder(latest)[0] if latest is not None else {}

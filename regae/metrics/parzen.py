@@ -100,9 +100,6 @@ def parzen_evaluate(
     }
 
 
-# --------------------------------------------------------------------------------------------- internals
-
-
 def grey_share(images: Tensor | np.ndarray, ink: float = 0.1, solid: float = 0.9) -> float:
     """The share of a set's ink (pixels above ``ink``) that is mid-grey (below ``solid``), for [0, 1] images.
 
@@ -116,6 +113,9 @@ def grey_share(images: Tensor | np.ndarray, ink: float = 0.1, solid: float = 0.9
     if total == 0:
         raise DataError("images have no pixel above the ink threshold: cannot measure their grey share")
     return int((inked & (x < solid)).sum()) / total
+
+
+# --------------------------------------------------------------------------------------------- internals
 
 
 def _log_kde(samples: Tensor, data: Tensor, sigmas: list[float], batch_size: int, sample_chunk: int) -> Tensor:
