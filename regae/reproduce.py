@@ -191,6 +191,22 @@ PAPERS: dict[str, list[Target]] = {
             4.10,
             "%",
         ),
+        Target(
+            "aae-cluster-30-warp-style2-ema",
+            f"unsupervised clustering, 30 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 2-D "
+            "style code (A.3: 5-D), scored on a moving average of the weights (EMA 0.999)",
+            "test/error",
+            4.10,
+            "%",
+        ),
+        Target(
+            "aae-cluster-16-warp-style4",
+            f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 4-D "
+            "style code (A.3: 5-D)",
+            "test/error",
+            9.55,
+            "%",
+        ),
         # §7 gives no optimizer: these three run the short recipe of aae-semi-100-fast
         Target("aae-dimred-2d-1000", f"2-D embedding, 1000 labels (fig. 11a): {SHORT}", "test/error", 4.20, "%"),
         Target("aae-dimred-2d-100", f"2-D embedding, 100 labels (fig. 11b): {SHORT}", "test/error", 6.08, "%"),
