@@ -513,7 +513,13 @@ NOT_RECIPE = {
 # run's config lists every key, so without this a new option would make every later run "another recipe"
 # than the records' older runs of the very same recipe (and replace them). At these values they are left out.
 NEUTRAL = {
-    "model": {"input_rotation": 0.0, "input_scale": 0.0, "input_elastic": 0.0, "input_elastic_sigma": 4.0},
+    "model": {
+        "input_rotation": 0.0,
+        "input_scale": 0.0,
+        "input_elastic": 0.0,
+        "input_elastic_sigma": 4.0,
+        "input_stroke": 0.0,
+    },
     "train": {"fit_schedule": False},
 }
 

@@ -344,6 +344,47 @@ def test_input_warp_corrupts_the_encoder_input_only_while_training(monkeypatch):
     assert not torch.allclose(a, m.encode(x))  # a fresh warp per call
 
 
+def test_input_stroke_thickens_or_thins_the_encoder_input_only_while_training(monkeypatch):
+    """model.input_stroke moves each training image towards its 3×3 dilation or erosion by a random amount
+    in [-s, s]; a bar 2 pixels wide becomes up to 4 wide or vanishes, and nothing else is touched."""
+    from regae.data.augment import random_stroke_width
+
+    x = torch.zeros(400, 1, 12, 12)
+    x[:, :, 2:10, 5:7] = 1.0  # a vertical bar 2 pixels wide
+    assert random_stroke_width(x, 0.0) is x
+    torch.manual_seed(0)
+    y = random_stroke_width(x, 1.0)
+    ink = y.sum((1, 2, 3)) / x.sum((1, 2, 3))
+    # dilation: 10 rows x 4 columns = 40 pixels against 16 (2.5x); erosion of a 2-wide bar leaves nothing
+    assert ink.min() < 0.1 and ink.max() > 2.3 and bool(((ink > 1.05) & (ink < 2.45)).any())
+    assert y.min() >= 0 and y.max() <= 1  # the range of x
+    far = torch.ones_like(x, dtype=torch.bool)
+    far[:, :, 1:11, 4:8] = False
+    assert torch.equal(y[far], x[far])  # only the bar's 3x3 neighbourhood changes
+    half = random_stroke_width(x, 0.5)
+    assert (half.sum((1, 2, 3)) / x.sum((1, 2, 3))).max() <= 1.75 + 1e-6  # at most half of the dilation
+    with pytest.raises(ValueError, match="N, C, H, W"):
+        random_stroke_width(x.flatten(1), 0.5)
+    with pytest.raises(ValueError, match="strength"):
+        random_stroke_width(x, 1.5)
+    for bad in (-0.1, 1.1):
+        with pytest.raises(ConfigError, match="input_stroke"):
+            _cfg({"type": "clustering-aae", "input_stroke": bad})
+    with pytest.raises(ConfigError, match="warp images"):
+        _model({"type": "aae", "code_dim": 2, "input_stroke": 0.5}, {"name": "two-moons"})
+    m, splits = _model({"type": "aae", "code_dim": 2, "input_stroke": 0.7})
+    seen = []
+    monkeypatch.setattr(
+        "regae.models.aae.random_stroke_width", lambda x, s: seen.append(s) or random_stroke_width(x, s)
+    )
+    m.train()
+    m.reconstruction_loss(Batch(splits.train.x[:16]))
+    assert seen == [0.7]
+    m.eval()
+    m.encode(splits.train.x[:16])
+    assert seen == [0.7]  # no corruption outside training
+
+
 def test_elastic_blur_by_banded_matrices_equals_two_zero_padded_convolutions():
     """The elastic field's Gaussian blur (B_h @ field @ B_w) is the separable blur it replaced: a 1-D
     convolution along the rows, then the columns, zero-padded, the kernel truncated at 3σ."""

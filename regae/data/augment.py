@@ -72,6 +72,28 @@ def random_affine(
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def random_stroke_width(x: Tensor, strength: float, generator: torch.Generator | None = None) -> Tensor:
+    """Thicken or thin the strokes of each image of ``x`` (N, C, H, W) by its own random amount.
+
+    Each image draws t uniformly from [-strength, strength] and moves towards its 3×3 grey-level dilation
+    (the max over each pixel's neighbours, t > 0: bolder strokes) or its erosion (the min, t < 0: thinner),
+    ``x + |t| · (morph(x) - x)``. With ``strength`` 1 the extremes are one pixel bolder or thinner on
+    each side. Stroke width is a style of handwriting, like slant, that a digit's identity should not
+    depend on. Two max-pools over the batch; values stay in the range of ``x``.
+    """
+    if x.ndim != 4:
+        raise ValueError(f"random_stroke_width needs images of shape (N, C, H, W), got {tuple(x.shape)}")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"random_stroke_width: strength must lie in [0, 1], got {strength}")
+    if strength == 0:
+        return x
+    t = (torch.rand(x.shape[0], 1, 1, 1, device=x.device, generator=generator, dtype=x.dtype) * 2 - 1) * strength
+    # max_pool2d pads with -inf, so neither morphology sees the padding as ink or as background
+    thick = F.max_pool2d(x, 3, stride=1, padding=1)
+    thin = -F.max_pool2d(-x, 3, stride=1, padding=1)
+    return x + t.clamp(min=0) * (thick - x) + (-t).clamp(min=0) * (thin - x)
+
+
 def _gaussian_band(size: int, sigma: float, like: Tensor) -> Tensor:
     """(size, size) symmetric matrix B with B[i, j] = g(i - j), g a normalised Gaussian truncated at 3σ:
     ``B @ v`` blurs v along its first axis with zero padding."""
