@@ -134,6 +134,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from regae.reproduce import parse_budget, parse_seeds, refresh_records, reproduce, write_report
 
+    if args.rescore:  # score the finished runs again (after a metric fix), no training
+        from regae.reproduce import rescore
+
+        only = [o for item in (args.only or []) for o in item.split(",") if o]
+        report = rescore(args.paper, only=only or None, out_dir=args.out, report_dir=args.report_dir)
+        print(f"reproduction report: {report.resolve()}")
+        return
     if args.report_only:  # rebuild the report from the records and any finished runs, no training
         refresh_records(args.paper, Path(args.out), Path(args.report_dir))
         report = write_report(args.paper, Path(args.report_dir))
@@ -220,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--report-only",
         action="store_true",
         help="rewrite the report from its records (reports/<paper>/*/result.json) and the finished runs in --out",
+    )
+    s.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the finished runs in --out again with this regae (e.g. after a metric fix), no training; "
+        "each run.json keeps its figures before as test_before_rescore",
     )
     s.add_argument("--quiet", action="store_true")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every experiment")

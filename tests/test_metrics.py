@@ -250,6 +250,30 @@ def test_paper_cluster_error_handcrafted():
     assert as_tensors == pytest.approx(err)
 
 
+def test_cluster_log_odds_ranks_as_q_and_does_not_saturate():
+    """log q/(1-q) equals its definition where float64 can compute it, and still ranks examples where a
+    float32 softmax rounds every confident one to exactly 1 (the §6 protocol's argmax then falls to the
+    order of the validation set)."""
+    from regae.metrics import cluster_log_odds
+
+    torch.manual_seed(0)
+    logits = torch.randn(64, 7) * 3
+    q = logits.double().softmax(1)
+    torch.testing.assert_close(cluster_log_odds(logits), (q / (1 - q)).log())
+    # three examples of cluster 0 leading by 20, 40 and 30 logits; then one of cluster 1
+    logits = torch.tensor([[20.0, 0.0, 0.0], [40.0, 0.0, 0.0], [30.0, 0.0, 0.0], [0.0, 25.0, 0.0]])
+    assert (logits.softmax(1)[:3, 0] == 1).all()  # float32 ties them all
+    odds = cluster_log_odds(logits)
+    assert odds[:, 0].argmax() == 1 and odds[:, 1].argmax() == 3
+    torch.testing.assert_close(odds[1, 0], torch.tensor(40 - np.log(2), dtype=torch.float64))
+    y = np.array([7, 4, 9, 1])  # the exact protocol labels cluster 0 by row 1, the lead of 40
+    with pytest.warns(UserWarning, match="tie at the top score.*cluster_log_odds"):
+        assert cluster_labels_paper(logits.softmax(1), y)[0] == 7  # float32: the first of the tied rows
+    assert cluster_labels_paper(odds, y).tolist()[:2] == [4, 1]
+    with pytest.raises(DataError, match="non-finite"):
+        cluster_log_odds(torch.tensor([[0.0, float("nan")]]))
+
+
 def test_paper_cluster_error_bad_inputs():
     with pytest.raises(DataError, match="clusters"):
         paper_cluster_error(Q_VAL, Y_VAL, Q_TEST[:, :2], Y_TEST)

@@ -353,3 +353,32 @@ def test_a_record_of_an_unknown_experiment_is_named_not_silently_dropped(tmp_pat
     with pytest.warns(UserWarning, match="leaves out the records of aae-from-the-future.*--report-only"):
         report = write_report("aae", tmp_path)
     assert "aae-from-the-future" not in report.read_text()
+
+
+@pytest.mark.slow
+def test_rescore_scores_finished_runs_again_without_training_and_keeps_the_old_figures(tmp_path):
+    """`regae reproduce aae --rescore` re-evaluates finished runs (after a metric fix: the §6 protocol's
+    argmax on saturated float32 probabilities): run.json keeps what it had, and the row says it was re-scored;
+    the weights do not change."""
+    from regae.cli import main
+
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    tiny = ["data.limit=300", "hidden=[16]", "disc_hidden=[16]", "max_steps=10"]
+    reproduce("aae", budget_minutes=0.2, only=["cluster-16"], seeds=[0, 1], out_dir=runs, report_dir=reports,
+              progress=False, overrides=tiny)  # fmt: skip
+    run = runs / "aae-cluster-16-seed1"
+    info = json.loads((run / "run.json").read_text())
+    weights = (run / "model" / "model.safetensors").read_bytes()
+    true_error = info["test"]["test/error"]
+    info["test"]["test/error"] = 99.0  # as if scored by an older, wrong metric
+    (run / "run.json").write_text(json.dumps(info))
+    main(["reproduce", "aae", "--report-only", "--out", str(runs), "--report-dir", str(reports)])
+    assert "99.00" in (reports / "aae.md").read_text()
+    main(["reproduce", "aae", "--rescore", "--only", "cluster-16", "--out", str(runs), "--report-dir", str(reports)])
+    after = json.loads((run / "run.json").read_text())
+    assert after["test"]["test/error"] == pytest.approx(true_error) and after["test_before_rescore"]["test/error"] == 99
+    assert after["steps"] == info["steps"] and (run / "model" / "model.safetensors").read_bytes() == weights
+    row = next(line for line in (reports / "aae.md").read_text().splitlines() if "16 clusters (table 3) |" in line)
+    assert "99.00" not in row and "re-scored 20" in row and "; mean NMI " in row and "mean majority-vote error" in row
+    record = json.loads((reports / "aae" / "aae-cluster-16" / "result.json").read_text())
+    assert record["runs"][1]["test_before_rescore"]["test/error"] == 99

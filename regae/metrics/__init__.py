@@ -3,6 +3,7 @@
 from regae.metrics.clustering import (
     classification_error,
     cluster_labels_paper,
+    cluster_log_odds,
     hungarian_accuracy,
     majority_accuracy,
     nmi,
@@ -18,6 +19,7 @@ __all__ = [
     "grey_share",
     "classification_error",
     "cluster_labels_paper",
+    "cluster_log_odds",
     "paper_cluster_error",
     "hungarian_accuracy",
     "majority_accuracy",

@@ -7,6 +7,8 @@ All functions take torch tensors or numpy arrays. Labels are integers; rows whos
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
@@ -17,6 +19,7 @@ from regae.errors import DataError
 
 __all__ = [
     "classification_error",
+    "cluster_log_odds",
     "cluster_labels_paper",
     "paper_cluster_error",
     "hungarian_accuracy",
@@ -35,23 +38,57 @@ def classification_error(pred: ArrayLike, y: ArrayLike) -> float:
     return float(100.0 * np.mean(pred[keep] != y[keep]))
 
 
+def cluster_log_odds(logits: ArrayLike) -> Tensor:
+    """Log-odds log q(y_i|x) / (1 - q(y_i|x)) = l_i - log Σ_{j≠i} exp(l_j) of a softmax q = softmax(l), in
+    float64, as an (N, K) tensor.
+
+    It ranks examples exactly as q(y_i|x) does, but it does not saturate. A float32 softmax rounds to
+    exactly 1 once the winning logit leads the rest by about 17, and a trained clustering AAE puts hundreds
+    of validation images per cluster there. Then ``argmax_n q(y_i|x_n)``, which the §6 protocol needs, is
+    decided by the order of the validation set, not by the model. Even float64 rounds to 1 beyond a lead of
+    about 37. So the winning class's sum leaves its own term out, and the other classes (q ≤ 1/2) take
+    log(1 - q) with ``log1p``.
+    """
+    lg = torch.as_tensor(_scores(logits, "logits"), dtype=torch.float64)
+    log_q = lg.log_softmax(1)
+    odds = log_q - torch.log1p(-log_q.exp().clamp(max=0.5))  # right wherever q ≤ 1/2: all but the winner
+    top = lg.argmax(1, keepdim=True)
+    rest = torch.logsumexp(lg.scatter(1, top, float("-inf")), 1, keepdim=True)  # log Σ_{j≠top} exp(l_j)
+    return odds.scatter(1, top, lg.gather(1, top) - rest)
+
+
 def cluster_labels_paper(q_val: ArrayLike, y_val: ArrayLike) -> Tensor:
     """Label of each cluster by the AAE §6 protocol: cluster i takes the label of the validation example
     x_n maximising q(y_i | x_n), i.e. ``y_val[argmax_n q_val[n, i]]`` (labelled rows only).
 
-    ``q_val``: (Nv, K) cluster probabilities (or any scores: only the argmax matters). Returns a long tensor (K,).
+    ``q_val``: (Nv, K) scores that rank examples as q(y_i|x) does; only the argmax over n matters. Pass
+    :func:`cluster_log_odds` of the logits, not probabilities: a float32 softmax saturates at 1 and ties
+    hundreds of examples (warned about here, since the first of them would then decide). Returns a long
+    tensor (K,).
     """
     q = _scores(q_val, "q_val")
     y = _labels(y_val, "y_val")
     _same_length(q, y, "q_val", "y_val")
     keep = _labelled(y, "y_val")
-    best = np.argmax(q[keep], axis=0)
-    return torch.from_numpy(y[keep][best].astype(np.int64))
+    q, y = q[keep], y[keep]
+    best = np.argmax(q, axis=0)
+    at_top = q == q[best, np.arange(q.shape[1])]
+    split = [i for i in range(q.shape[1]) if len(np.unique(y[at_top[:, i]])) > 1]
+    if split:
+        warnings.warn(
+            f"cluster_labels_paper: in {len(split)} of {q.shape[1]} clusters (e.g. {split[0]}: "
+            f"{int(at_top[:, split[0]].sum())} rows) validation rows of different labels tie at the top score, "
+            "and the first of them decides; probabilities saturate at 1, so pass cluster_log_odds(logits)",
+            stacklevel=2,
+        )
+    return torch.from_numpy(y[best].astype(np.int64))
 
 
 def paper_cluster_error(q_val: ArrayLike, y_val: ArrayLike, q_test: ArrayLike, y_test: ArrayLike) -> float:
     """AAE table 3 error in percent: each test point goes to its argmax cluster, which carries the label
-    given by :func:`cluster_labels_paper` on the validation split; then 100 · mean(label ≠ y_test)."""
+    given by :func:`cluster_labels_paper` on the validation split; then 100 · mean(label ≠ y_test).
+    ``q_val`` and ``q_test`` may be probabilities, logits or :func:`cluster_log_odds` (the argmax over K of
+    each is the same); ``q_val`` should be log-odds (see :func:`cluster_labels_paper`)."""
     labels = cluster_labels_paper(q_val, y_val).numpy()
     q = _scores(q_test, "q_test")
     if q.shape[1] != labels.shape[0]:

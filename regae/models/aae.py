@@ -803,15 +803,17 @@ class SemiSupervisedAAE(_AAEBase):
                 # many-to-one: each cluster labelled by its majority digit, steadier than §6's one image
                 m["majority_error"] = 100.0 - majority_accuracy(assign, data.y)
                 if self._val is not None and self._val.y is not None and data is not self._val:
-                    from regae.metrics import paper_cluster_error
+                    from regae.metrics import cluster_log_odds, paper_cluster_error
 
-                    q_val = torch.cat(
+                    # §6: each cluster takes the label of its most confident validation image, ranked by
+                    # log-odds because float32 probabilities tie at 1 for hundreds of them
+                    logits_val = torch.cat(
                         [
-                            self.predict_proba(self._val.x[i : i + batch_size])
+                            self.encode_parts(self._val.x[i : i + batch_size])[0]
                             for i in range(0, len(self._val), batch_size)
                         ]
                     )
-                    m["error"] = paper_cluster_error(q_val, self._val.y, q, data.y)
+                    m["error"] = paper_cluster_error(cluster_log_odds(logits_val), self._val.y, q, data.y)
         return m
 
     @torch.no_grad()
