@@ -766,7 +766,11 @@ def write_report(paper: str, report_dir: Path) -> Path:
         "(`--seeds`) gives their mean ± standard "
         "deviation, the seed and the labeled subset changing together. The paper's schedules are far longer "
         "than our budgets, so the *epochs* column says how much of the paper's schedule each run completed, "
-        "and *budget* what it was given on which hardware.",
+        "and *budget* what it was given on which hardware. *Re-scored* in the run column: the final model was "
+        "scored again after a metric was corrected (`regae reproduce --rescore`; the run's earlier figures stay "
+        "in its record as `test_before_rescore`). The clustering rows' §6 error ranks validation images by "
+        "log-odds since 2026-12-02; clustering rows without that mark predate it and ranked by float32 "
+        "probabilities, which tie at 1 (`reports/README.md`, clustering).",
         "",
         "| experiment | paper | ours | epochs done (of the schedule) | training time (budget) | hardware | run |",
         "|---|---|---|---|---|---|---|",
