@@ -482,7 +482,8 @@ class AAEClusterer(ClusterMixin, _AAEBase):
     style_dim : int, default=5
         Dimension of the style code z (appendix A.3: 5). The smaller it is, the more of what tells samples
         apart must go into the cluster code y. On MNIST, in regae's runs, 30 clusters did best with a 2-D
-        style and 16 clusters with a 4-D one (2-D was worse than 5-D there; ``reports/README.md``).
+        style and 16 clusters with a 4-D one, by NMI and majority-vote error (2-D was worse than 5-D
+        there; ``reports/README.md``).
     hidden : tuple of int, default=(1000, 1000)
         Widths of the encoder's ReLU layers (the decoder mirrors them); appendix A.3 uses 3000 × 2.
     disc_hidden : tuple of int or None, default=None
