@@ -134,10 +134,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from regae.reproduce import parse_budget, parse_seeds, refresh_records, reproduce, write_report
 
+    only = [o for item in (args.only or []) for o in item.split(",") if o]
     if args.rescore:  # score the finished runs again (after a metric fix), no training
         from regae.reproduce import rescore
 
-        only = [o for item in (args.only or []) for o in item.split(",") if o]
         report = rescore(args.paper, only=only or None, out_dir=args.out, report_dir=args.report_dir)
         print(f"reproduction report: {report.resolve()}")
         return
@@ -146,7 +146,6 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         report = write_report(args.paper, Path(args.report_dir))
         print(f"reproduction report: {report.resolve()}")
         return
-    only = [o for item in (args.only or []) for o in item.split(",") if o]
     report = reproduce(
         args.paper,
         budget_minutes=parse_budget(args.budget),
