@@ -293,11 +293,13 @@ def write_report(run_dir: Path, *, model: Autoencoder, splits: DataSplits) -> Pa
                 viz.training_curves(run_dir / "metrics.csv", fig_dir / "curves.png", title=run_dir.name),
             )
         )
-    held_out = splits.test or splits.val or splits.train
-    model.attach_data(splits.to(next(model.parameters()).device))
+    device = next(model.parameters()).device
+    held_out = (splits.test or splits.val or splits.train).to(device)
+    model.attach_data(splits.to(device))
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        figs += model.figures(held_out.to(next(model.parameters()).device), fig_dir, name=cfg.model_type)
+        figs += model.figures(held_out, fig_dir, name=cfg.model_type)
+    sections = model.report_sections(held_out)
 
     lines = [f"# Run `{run_dir.name}`", ""]
     if cfg.description:
@@ -326,6 +328,7 @@ def write_report(run_dir: Path, *, model: Autoencoder, splits: DataSplits) -> Pa
     for k, v in (info.get("test") or {}).items():
         lines.append(f"| {k} | {_fmt(v)} |")
     lines += ["", "Energy = per-sample reconstruction negative log-likelihood (nats; constants dropped).", ""]
+    lines += sections
     lines += ["## Figures", ""]
     for title, path in figs:
         lines += [f"### {title}", "", f"![{title}]({Path(path).relative_to(run_dir).as_posix()})", ""]

@@ -543,6 +543,14 @@ def test_variants_train_and_write_reports(tmp_path, model):
     run = train(cfg)
     assert (run / "report.md").is_file() and (run / "model" / "model.safetensors").is_file()
     assert len(list((run / "figures").glob("*.png"))) >= 2
+    report = (run / "report.md").read_text()
+    unsupervised = model["type"] == "clustering-aae" or model.get("use_labels") is False
+    assert ("## Clusters" in report) == unsupervised  # the per-cluster table, only without training labels
+    if unsupervised:
+        k = cfg.model.num_classes
+        rows = [line for line in report.splitlines() if line.startswith("| ") and line[2].isdigit()]
+        assert [int(r.split("|")[1]) for r in rows] == list(range(k))  # every cluster, empty ones too
+        assert "§6 label" in report and f"of {k} clusters take a §6 label" in report
     if model.get("conditional"):  # fig. 4b (mixture) / 4d (roll)
         want = ["component_0.png", "component_2.png"] if model["prior"] == "mixture-2d" else ["roll_walk.png"]
         assert all((run / "figures" / f).is_file() for f in want)

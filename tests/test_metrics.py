@@ -274,6 +274,32 @@ def test_cluster_log_odds_ranks_as_q_and_does_not_saturate():
         cluster_log_odds(torch.tensor([[0.0, float("nan")]]))
 
 
+def test_cluster_table_explains_the_gap_between_paper_and_majority_errors():
+    """Per cluster: size, majority label, §6 label; Σ (majority - §6 count) / N is exactly the §6 error
+    minus the majority-vote error."""
+    from regae.metrics import cluster_table
+
+    rng = np.random.default_rng(0)
+    assign = rng.integers(0, 5, 400)
+    y = np.where(rng.random(400) < 0.7, assign % 3, rng.integers(0, 3, 400))
+    y[:10] = -1  # unlabelled rows are left out
+    paper = np.array([0, 2, 2, 0, 1, 1])  # cluster 1 mislabelled; cluster 5 is empty
+    rows = cluster_table(assign, y, 6, paper)
+    assert [r["cluster"] for r in rows] == list(range(6))
+    assert rows[5] == {"cluster": 5, "size": 0, "majority": -1, "majority_count": 0, "paper_label": 1, "paper_count": 0}
+    keep = y >= 0
+    assert sum(r["size"] for r in rows) == keep.sum()
+    assert [r["majority"] for r in rows[:5]] == [0, 1, 2, 0, 1]
+    gap = 100 * sum(r["majority_count"] - r["paper_count"] for r in rows) / keep.sum()
+    paper_error = classification_error(paper[assign], y)
+    np.testing.assert_allclose(paper_error - (100 - majority_accuracy(assign, y)), gap)
+    assert [set(r) for r in cluster_table(assign, y)][0] == {"cluster", "size", "majority", "majority_count"}
+    with pytest.raises(DataError, match="only 4 clusters"):
+        cluster_table(assign, y, 4)
+    with pytest.raises(DataError, match="names 6 clusters, expected 5"):
+        cluster_table(assign, y, 5, paper)
+
+
 def test_paper_cluster_error_bad_inputs():
     with pytest.raises(DataError, match="clusters"):
         paper_cluster_error(Q_VAL, Y_VAL, Q_TEST[:, :2], Y_TEST)

@@ -21,6 +21,7 @@ __all__ = [
     "classification_error",
     "cluster_log_odds",
     "cluster_labels_paper",
+    "cluster_table",
     "paper_cluster_error",
     "hungarian_accuracy",
     "majority_accuracy",
@@ -94,6 +95,42 @@ def paper_cluster_error(q_val: ArrayLike, y_val: ArrayLike, q_test: ArrayLike, y
     if q.shape[1] != labels.shape[0]:
         raise DataError(f"q_val has K={labels.shape[0]} clusters but q_test has {q.shape[1]}")
     return classification_error(labels[np.argmax(q, axis=1)], y_test)
+
+
+def cluster_table(
+    assign: ArrayLike, y: ArrayLike, num_clusters: int | None = None, paper_labels: ArrayLike | None = None
+) -> list[dict[str, int]]:
+    """One row per cluster k = 0 … K-1 (K = ``num_clusters``, else ``len(paper_labels)``, else
+    max(assign) + 1, so pass K to list empty clusters at the end too): ``size`` (labelled
+    points assigned to k), ``majority`` (its most frequent label, -1 if empty) and ``majority_count``; with
+    ``paper_labels`` (from :func:`cluster_labels_paper`) also ``paper_label`` and ``paper_count``, the
+    points of k that carry it. ``100 · Σ_k (majority_count - paper_count) / N`` is then the gap between the
+    §6 error and the majority-vote error, cluster by cluster: where the one most confident validation image
+    is not of the cluster's majority digit."""
+    a, t = _labels(assign, "assign"), _labels(y, "y")
+    _same_length(a, t, "assign", "y")
+    keep = _labelled(t, "y")
+    a, t = a[keep], t[keep]
+    if a.min() < 0:
+        raise DataError(f"assign must hold cluster indices ≥ 0, got {a.min()}")
+    labels = None if paper_labels is None else _labels(paper_labels, "paper_labels")
+    k = num_clusters or (len(labels) if labels is not None else int(a.max()) + 1)
+    if labels is not None and len(labels) != k:
+        raise DataError(f"paper_labels names {len(labels)} clusters, expected {k}")
+    if a.max() >= k:
+        raise DataError(f"assign has cluster {a.max()} but there are only {k} clusters")
+    table = np.zeros((k, max(int(t.max()), 0 if labels is None else int(labels.max())) + 1), dtype=np.int64)
+    np.add.at(table, (a, t), 1)
+    rows = []
+    for i in range(k):
+        size = int(table[i].sum())
+        row = {"cluster": i, "size": size, "majority": int(table[i].argmax()) if size else -1}
+        row["majority_count"] = int(table[i].max())
+        if labels is not None:
+            row["paper_label"] = int(labels[i])
+            row["paper_count"] = int(table[i, labels[i]]) if labels[i] >= 0 else 0
+        rows.append(row)
+    return rows
 
 
 def hungarian_accuracy(assign: ArrayLike, y: ArrayLike) -> float:

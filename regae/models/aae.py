@@ -807,14 +807,57 @@ class SemiSupervisedAAE(_AAEBase):
 
                     # §6: each cluster takes the label of its most confident validation image, ranked by
                     # log-odds because float32 probabilities tie at 1 for hundreds of them
-                    logits_val = torch.cat(
-                        [
-                            self.encode_parts(self._val.x[i : i + batch_size])[0]
-                            for i in range(0, len(self._val), batch_size)
-                        ]
-                    )
+                    logits_val = self.cluster_logits(self._val.x, batch_size)
                     m["error"] = paper_cluster_error(cluster_log_odds(logits_val), self._val.y, q, data.y)
         return m
+
+    @torch.no_grad()
+    def cluster_logits(self, x: Tensor, batch_size: int = 1000) -> Tensor:
+        """The logits of q(y|x), batch by batch."""
+        return torch.cat([self.encode_parts(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def report_sections(self, data: ArrayDataset) -> list[str]:
+        """Without labels in training (§6 clustering, fig. 11c): one row per cluster on ``data``, its size,
+        majority label and the label the §6 protocol gives it, so a report shows which clusters a single
+        validation image mislabels."""
+        if self.uses_labels or data.y is None or not (data.y >= 0).any():
+            return []
+        from regae.metrics import cluster_labels_paper, cluster_log_odds, cluster_table
+
+        self.eval()
+        k = self.config.num_classes
+        assign = self.cluster_logits(data.x).argmax(1)
+        paper = None
+        if self._val is not None and self._val.y is not None and (self._val.y >= 0).any():
+            paper = cluster_labels_paper(cluster_log_odds(self.cluster_logits(self._val.x)), self._val.y)
+        rows = cluster_table(assign, data.y, k, paper)
+        n = sum(r["size"] for r in rows)
+        lines = ["## Clusters", ""]
+        lines.append(
+            f"{n:,} held-out images in {k} clusters ({sum(r['size'] == 0 for r in rows)} empty). *Majority*: the "
+            "cluster's most frequent label and its share (majority-vote error). "
+            + (
+                "*§6 label*: the label of the cluster's most confident validation image (AAE §6); *lost*: the "
+                "points of error the §6 label costs against the majority label."
+                if paper is not None
+                else "No labelled validation split, so no §6 labels."
+            )
+        )
+        lines += ["", "| cluster | images | majority (share) |" + (" §6 label | lost |" if paper is not None else "")]
+        lines.append("|---|---|---|" + ("---|---|" if paper is not None else ""))
+        for r in rows:
+            share = f"{r['majority']} ({100 * r['majority_count'] / r['size']:.1f} %)" if r["size"] else "—"
+            line = f"| {r['cluster']} | {r['size']:,} | {share} |"
+            if paper is not None:
+                lost = 100 * (r["majority_count"] - r["paper_count"]) / n
+                line += f" {r['paper_label']} | {lost:.2f} |" if lost else f" {r['paper_label']} | |"
+            lines.append(line)
+        if paper is not None:
+            wrong = [r for r in rows if r["majority_count"] > r["paper_count"]]
+            gap = 100 * sum(r["majority_count"] - r["paper_count"] for r in wrong) / n
+            lines += ["", f"{len(wrong)} of {k} clusters take a §6 label other than their majority: {gap:.2f} points."]
+        return [*lines, ""]
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None) -> Tensor:

@@ -245,6 +245,11 @@ class Autoencoder(nn.Module):
 
     # ------------------------------------------------------------------------------------ figures
 
+    def report_sections(self, data: ArrayDataset) -> list[str]:
+        """Markdown lines for the run's ``report.md`` beyond metrics and figures (e.g. a table per cluster),
+        computed on held-out ``data``; none by default."""
+        return []
+
     @torch.no_grad()
     def figures(self, data: ArrayDataset, out_dir: Path, *, name: str = "") -> list[tuple[str, Path]]:
         """Report figures on held-out ``data``: reconstructions, latent scatter, samples, energy map."""
