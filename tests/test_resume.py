@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -86,3 +87,6 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert steps == sorted(set(steps)) and steps[-1] == 1500
     ref_steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "reference" / "metrics.csv"))]
     assert steps == ref_steps
+    # the seconds column goes on from the checkpoint's training time, so it never runs backwards
+    seconds = [float(r["seconds"]) for r in csv.DictReader(open(killed / "metrics.csv"))]
+    assert len(seconds) == len(steps) and all(b >= a for a, b in itertools.pairwise(seconds))

@@ -241,7 +241,7 @@ class Trainer:
             epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch,
             best=self.best,
-            train_seconds=self.seconds_before + time.perf_counter() - self._t0,
+            train_seconds=self.clock(),
             world_size=self.fabric.world_size,
             schedules={k: getattr(self.raw_model, k) for k in self.cfg.train.schedules},
             planned_steps=self.planned_steps,
@@ -382,6 +382,7 @@ class Trainer:
         self._check_finite()
         metrics = dict(zip(keys, means))
         metrics["epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+        metrics["seconds"] = self.clock()
         for p, opt in zip(self.phases, self.optimizers):
             metrics[f"{p.name}/lr"] = opt.param_groups[0]["lr"]
         self._sums.clear()
@@ -412,12 +413,17 @@ class Trainer:
             self.raw_model.train()
         return metrics
 
+    def clock(self) -> float:
+        """Seconds of training so far, over every invocation of a resumed run (evaluations included); a
+        column of ``metrics.csv``, so a curve can be read against wall time (e.g. time to a target error)."""
+        return self.seconds_before + time.perf_counter() - self._t0
+
     def _eval_and_track(self) -> None:
         metrics = self.evaluate(self.splits.val)
         if not metrics:
             return
         if self.fabric.is_global_zero:
-            self.logger.log(metrics, self.step)
+            self.logger.log({**metrics, "seconds": self.clock()}, self.step)
         key = self.cfg.train.best_metric
         if key and key in metrics and math.isfinite(metrics[key]) and (self.best is None or metrics[key] < self.best):
             self.best = metrics[key]
