@@ -381,7 +381,7 @@ class Trainer:
         means = torch.stack([self._sums[k] for k in keys]).div_(self._count).tolist()  # the one sync
         self._check_finite()
         metrics = dict(zip(keys, means))
-        metrics["epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+        metrics["epoch"] = self.epochs_done()
         metrics["seconds"] = self.clock()
         for p, opt in zip(self.phases, self.optimizers):
             metrics[f"{p.name}/lr"] = opt.param_groups[0]["lr"]
@@ -413,6 +413,9 @@ class Trainer:
             self.raw_model.train()
         return metrics
 
+    def epochs_done(self) -> float:
+        return self.epoch + self.batch_in_epoch / self.steps_per_epoch
+
     def clock(self) -> float:
         """Seconds of training so far, over every invocation of a resumed run (evaluations included); a
         column of ``metrics.csv``, so a curve can be read against wall time (e.g. time to a target error)."""
@@ -423,7 +426,7 @@ class Trainer:
         if not metrics:
             return
         if self.fabric.is_global_zero:
-            self.logger.log({**metrics, "seconds": self.clock()}, self.step)
+            self.logger.log({**metrics, "epoch": self.epochs_done(), "seconds": self.clock()}, self.step)
         key = self.cfg.train.best_metric
         if key and key in metrics and math.isfinite(metrics[key]) and (self.best is None or metrics[key] < self.best):
             self.best = metrics[key]
