@@ -140,6 +140,14 @@ PAPERS: dict[str, list[Target]] = {
             0.85,
             "%",
         ),
+        Target(
+            "aae-semi-all-elastic-lr4x",
+            f"supervised MNIST, all labels: regae's {SHORT}, {AFFINE}, elastic distortions of it (α 34 px, σ 4 px), "
+            "the semi-supervised phase at 4x the learning rate (A.2.1: 10x), 50 epochs",
+            "test/error",
+            0.85,
+            "%",
+        ),
         Target("aae-cluster-16", "unsupervised clustering, 16 clusters (table 3)", "test/error", 9.55, "%"),
         Target("aae-cluster-30", "unsupervised clustering, 30 clusters (table 3)", "test/error", 4.10, "%"),
         Target(
@@ -196,6 +204,14 @@ PAPERS: dict[str, list[Target]] = {
             "aae-cluster-30-warp-style2-ema",
             f"unsupervised clustering, 30 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 2-D "
             "style code (A.3: 5-D), scored on a moving average of the weights (EMA 0.999)",
+            "test/error",
+            4.10,
+            "%",
+        ),
+        Target(
+            "aae-cluster-30-warp-style2-ema-bf16",
+            f"unsupervised clustering, 30 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 2-D "
+            "style code (A.3: 5-D), scored on a moving average of the weights (EMA 0.999), bf16 autocast",
             "test/error",
             4.10,
             "%",
