@@ -856,7 +856,9 @@ class SemiSupervisedAAE(_AAEBase):
         if paper is not None:
             wrong = [r for r in rows if r["majority_count"] > r["paper_count"]]
             gap = 100 * sum(r["majority_count"] - r["paper_count"] for r in wrong) / n
-            lines += ["", f"{len(wrong)} of {k} clusters take a §6 label other than their majority: {gap:.2f} points."]
+            verb = "takes" if len(wrong) == 1 else "take"
+            summary = f"{len(wrong)} of {k} clusters {verb} a §6 label other than their majority: {gap:.2f} points."
+            lines += ["", summary]
         return [*lines, ""]
 
     @torch.no_grad()
