@@ -233,6 +233,14 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
+            "aae-cluster-16-warp-style4-ema",
+            f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 4-D "
+            "style code (A.3: 5-D), scored on a moving average of the weights (EMA 0.999)",
+            "test/error",
+            9.55,
+            "%",
+        ),
+        Target(
             "aae-cluster-16-warp-style4-ema-bf16",
             f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 4-D "
             "style code (A.3: 5-D), scored on a moving average of the weights (EMA 0.999), bf16 autocast",
