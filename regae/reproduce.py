@@ -791,8 +791,15 @@ def format_row(t: Target, record: dict) -> str:
     precisions = sorted({r["precision"] for r in runs if r["precision"] not in ("32-true", "32")})
     precision = "".join(f", {p}" for p in precisions)
     device = hw.get("device", "?")
-    if hw.get("device_name") not in (None, "", "x86_64", "aarch64", "arm64"):  # runs before the model name
-        device += f" ({hw['device_name']})"
+    names: dict[str, list[str]] = {}  # pooled seeds may have run on different CPUs: name each with its seeds
+    for r in runs:
+        name = r.get("hardware", {}).get("device_name")
+        if name not in (None, "", "x86_64", "aarch64", "arm64"):  # runs before the model name was recorded
+            names.setdefault(name, []).append(str(r.get("seed", "?")))
+    if len(names) == 1:
+        device += f" ({next(iter(names))})"
+    elif names:
+        device += " (" + "; ".join(f"{n}: seed(s) {', '.join(s)}" for n, s in names.items()) + ")"
     hardware = f"{device}, {threads} thread(s){precision}, torch {hw.get('torch', '?')}"
     seeds = "" if len(runs) == 1 else f" (seeds {', '.join(str(r['seed']) for r in runs)})"
     rescored = sorted({r["rescored"][:10] for r in runs if r.get("rescored")})

@@ -276,6 +276,15 @@ def test_a_clustering_row_also_gives_nmi_and_the_hungarian_error_and_a_fitted_sc
     # a run whose schedule was fitted to its budget (fit_schedule=true) says so
     row = format_row(target, {"runs": [{**run, "precision": "32-true", "schedule_epochs": 1500, "fitted_steps": 1510}]})
     assert "| 3.0 of 1500 (1500 steps), the schedule compressed to fit the budget (`fit_schedule`) |" in row
+    # seeds pooled from two machines name both CPUs, each with its seeds
+    runs = [
+        {**run, "seed": seed, "precision": "32-true", "hardware": {"device": "cpu", "device_name": name, "threads": 1}}
+        for seed, name in [(0, "Intel Xeon"), (1, "AMD EPYC"), (2, "AMD EPYC")]
+    ]
+    row = format_row(target, {"runs": runs})
+    assert "| cpu (Intel Xeon: seed(s) 0; AMD EPYC: seed(s) 1, 2), 1 thread(s), torch ? |" in row
+    row = format_row(target, {"runs": runs[1:]})
+    assert "| cpu (AMD EPYC), 1 thread(s), torch ? |" in row
 
 
 def test_a_schedule_counts_as_shortened_only_when_fewer_steps_than_planned_fit():
