@@ -300,6 +300,14 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
+            "aae-dimred-2d-unsup-20-ema",
+            "2-D unsupervised embedding, 20 clusters (fig. 11c; Adam, §6 protocol), scored on a moving average "
+            "of the weights (EMA 0.999)",
+            "test/error",
+            13.95,
+            "%",
+        ),
+        Target(
             "aae-mog-conditional",
             "10-component 2-D mixture, label-conditioned adversary, 10k labels (fig. 4a-b; % of test codes "
             "outside their label's component)",
