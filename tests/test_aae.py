@@ -225,6 +225,51 @@ def test_joint_step_matches_a_hand_written_joint_step():
         _model({"type": "semi-supervised-aae", "regularization": "joint"}, {"labels_per_class": 5})[0].phases()
 
 
+def test_joint_step_reusing_the_discriminators_logits_is_exact():
+    """The engine's joint step (the autoencoder phase keeps its graph, each backward goes into its own
+    phase's parameters, the discriminator phase reuses D's logits on the codes) gives the weights of a
+    naive joint step that runs D three times and computes every gradient, as pythae does."""
+    import copy
+
+    torch.manual_seed(0)
+    m, splits = _model({"type": "aae", "code_dim": 2, "regularization": "joint", "adversarial_weight": 0.5})
+    ref = copy.deepcopy(m)
+    phases = m.phases()
+    assert phases[0].keep_graph and not phases[1].keep_graph
+    opts = [torch.optim.SGD(p.params, lr=0.05, momentum=0.5) for p in phases]
+    ref_ae = [p for p in ref.parameters() if all(p is not q for q in ref.disc.parameters())]
+    ref_opts = [
+        torch.optim.SGD(ref_ae, lr=0.05, momentum=0.5),
+        torch.optim.SGD(ref.disc.parameters(), lr=0.05, momentum=0.5),
+    ]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    for step in range(3):
+        batch = Batch(splits.train.x[step * 40 : (step + 1) * 40])
+        torch.manual_seed(step)  # the same prior draws on both sides
+        for phase, opt in zip(phases, opts):
+            opt.zero_grad(set_to_none=True)
+            out = phase.loss(batch)
+            loss = out[0] if isinstance(out, tuple) else out
+            loss.backward(inputs=phase.params, retain_graph=phase.keep_graph)
+            opt.step()
+        assert m._joint is None
+        torch.manual_seed(step)
+        z = ref.encode(batch.x)
+        real = ref.prior.sample(len(z))
+        ae = ref.reconstruction_energy(batch.x, ref.decode(z)).mean()
+        logits = ref.disc(z)
+        for opt in ref_opts:
+            opt.zero_grad(set_to_none=True)
+        (ae + 0.5 * bce(logits, torch.ones_like(logits))).backward()  # D's gradients too, then discarded
+        ref_opts[0].step()
+        ref_opts[1].zero_grad(set_to_none=True)
+        lr, lf = ref.disc(real), ref.disc(z.detach())
+        (bce(lr, torch.ones_like(lr)) + bce(lf, torch.zeros_like(lf))).backward()
+        ref_opts[1].step()
+    for (name, a), b in zip(m.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
 def test_encoder_batchnorm_covers_the_output_layers_of_q():
     """A.3: batch norm in the encoder layers "including the last layer of q(y|x) and q(z|x)"."""
     m, _ = _model({"type": "clustering-aae"})

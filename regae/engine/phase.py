@@ -32,6 +32,9 @@ class Phase:
         every: run this phase only on every ``every``-th training step.
         clip_grad_norm: clip the gradient norm of ``params`` before stepping.
         after_step: called after each optimizer step (e.g. weight clipping of a WGAN critic).
+        keep_graph: keep the autograd graph after this phase's backward, for a later phase of the same step
+            that reuses part of this phase's forward pass (exact only if this phase's step leaves the reused
+            part's weights unchanged). Single-process only: under DDP the graph is freed as usual.
     """
 
     name: str
@@ -41,6 +44,7 @@ class Phase:
     every: int = 1
     clip_grad_norm: float | None = None
     after_step: Callable[[], None] | None = None
+    keep_graph: bool = False
 
     def __post_init__(self) -> None:
         self.params = [p for p in self.params if p.requires_grad]

@@ -332,6 +332,10 @@ class Trainer:
 
     def train_step(self, batch: Batch) -> None:
         fabric, n_phases = self.fabric, len(self.phases)
+        # In one process each phase backpropagates into its own parameters only: gradients of the others
+        # (e.g. the discriminator's weights in a generator phase) would be computed and then discarded. Not
+        # under DDP, whose reducer waits for a gradient of every parameter the forward pass used.
+        single = fabric.world_size == 1
         for i, (phase, opt) in enumerate(zip(self.phases, self.optimizers)):
             if self.step % phase.every:
                 continue
@@ -339,7 +343,10 @@ class Trainer:
                 opt.zero_grad(set_to_none=True)
                 out = self.model(batch, phase=phase.name)
                 loss, logs = out if isinstance(out, tuple) else (out, {})
-                fabric.backward(loss)
+                if single:
+                    fabric.backward(loss, inputs=phase.params, retain_graph=phase.keep_graph)
+                else:
+                    fabric.backward(loss)
                 if phase.clip_grad_norm is not None:
                     fabric.clip_gradients(self.model, opt, max_norm=phase.clip_grad_norm)
                 opt.step()

@@ -257,14 +257,21 @@ class _AAEBase(Autoencoder):
 
     def joint_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """regularization=joint: reconstruction + λ·(-log D(q(z|x))) in one autoencoder step. The codes are
-        kept for the discriminator step that follows, which thus sees the same codes as this step."""
+        kept for the discriminator step that follows, which thus sees the same codes as this step.
+
+        In one process D's logits on the codes are kept too, with their graph (the phase keeps it): this
+        step does not change D, so they are exactly the logits the discriminator step would compute, and
+        the engine's backward of this phase (into the autoencoder's parameters only) skips D's weight
+        gradients without freezing D. Under DDP or torch.compile D is frozen and run again instead."""
         latent, real, fake = self.joint_parts(batch)
         recon = self.reconstruction_energy(batch.x, self.decode(latent)).mean()
-        adv = 0.0
+        reuse = not _distributed() and not torch.compiler.is_compiling()
+        adv, logits = 0.0, []
         for D, f in zip(self.adversaries(), fake):
-            with frozen(D, enable=not _distributed()):
-                adv = adv + generator_loss(D(f))
-        self._joint = (batch.x, real, [f.detach() for f in fake])
+            with frozen(D, enable=not reuse and not _distributed()):
+                logits.append(D(f))
+            adv = adv + generator_loss(logits[-1])
+        self._joint = (batch.x, real, [f.detach() for f in fake], logits if reuse else None)
         loss = recon + self.config.adversarial_weight * adv
         return loss, {"reconstruction": recon.detach(), "adversarial": adv.detach()}
 
@@ -276,7 +283,10 @@ class _AAEBase(Autoencoder):
         reuse = not _distributed() and not torch.compiler.is_compiling()
         joint, self._joint = getattr(self, "_joint", None), None
         if joint is not None and joint[0] is batch.x:
-            real, fake = joint[1], joint[2]
+            real, fake, fake_logits = joint[1:]
+            if fake_logits is not None:  # the joint phase's logits on these codes, D unchanged since
+                self._codes = None
+                return sum(gan_losses(D(r), lf) for D, r, lf in zip(self.adversaries(), real, fake_logits))
             reuse = False
         else:
             with torch.set_grad_enabled(reuse):
@@ -321,7 +331,7 @@ class _AAEBase(Autoencoder):
                 raise ConfigError(f"model.regularization=joint is not available for {self.config.type}")
             return self._register_phases(
                 [
-                    Phase("autoencoder", self.joint_loss, self.autoencoder_parameters()),
+                    Phase("autoencoder", self.joint_loss, self.autoencoder_parameters(), keep_graph=True),
                     Phase("discriminator", self.discriminator_loss, self.adversary_parameters()),
                 ]
             )
