@@ -533,6 +533,31 @@ def test_category_temperature_relaxes_the_adversarys_one_hots_only():
         _cfg({"type": "semi-supervised-aae", "category_temperature": -0.1}, {"labels_per_class": 5})
 
 
+def test_cluster_balance_adds_the_kl_of_the_batch_cluster_usage_to_uniform():
+    torch.manual_seed(0)
+    m, splits = _model({"type": "clustering-aae", "num_classes": 4, "cluster_balance": 2.0})
+    uniform = torch.full((6, 4), 0.25)
+    torch.testing.assert_close(m.generator_penalty([uniform]), torch.tensor(0.0))
+    # each row confident, but the batch uses only clusters 0 and 1: KL((½, ½, 0, 0) || U(4)) = log 2
+    two = torch.eye(4)[torch.tensor([0, 1, 0, 1, 0, 1])]
+    torch.testing.assert_close(m.generator_penalty([two]), torch.tensor(2.0 * math.log(2)))
+
+    # the generator phase carries it, with its gradient into q(y|x) only through the batch's mean usage
+    batch = Batch(splits.train.x[:50])
+    torch.manual_seed(1)
+    with_term = m.generator_loss(batch)
+    m.config.cluster_balance = 0.0
+    torch.manual_seed(1)
+    without = m.generator_loss(batch)
+    torch.manual_seed(1)
+    q_bar = m.adversarial_codes(batch)[1][0].mean(0)
+    expected = 2.0 * (q_bar * (4 * q_bar).log()).sum()
+    torch.testing.assert_close(with_term - without, expected, rtol=1e-4, atol=1e-6)
+    assert expected > 0
+    with pytest.raises(ConfigError, match="cluster_balance"):
+        _cfg({"type": "clustering-aae", "cluster_balance": -1.0})
+
+
 def test_frozen_discriminator_passes_gradient_to_its_input_only():
     m, _ = _model({"type": "aae", "code_dim": 2})
     z = torch.randn(8, 2, requires_grad=True)

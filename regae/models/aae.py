@@ -306,7 +306,11 @@ class _AAEBase(Autoencoder):
         for D, f in zip(self.adversaries(), fake):
             with frozen(D, enable=not _distributed()):
                 loss = loss + generator_loss(D(f))
-        return loss
+        return loss + self.generator_penalty(fake)
+
+    def generator_penalty(self, fake: list[Tensor]) -> Tensor | float:
+        """An extra term on the encoded codes in the generator phase (none in the paper's AAE)."""
+        return 0.0
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [*self.trunk.parameters(), *self.z_head.parameters()]
@@ -633,10 +637,17 @@ class SemiSupervisedAAEConfig(AAEConfig):
     # one-hots drives the softmax to saturation, where its Jacobian vanishes: a category the encoder has
     # collapsed into can no longer be moved by the adversary. Generation still uses exact one-hots.
     category_temperature: float = 0.0
+    # Not in the paper (named in reports when used): λ of KL(q̄(y) || uniform) in the generator phase, q̄(y)
+    # the minibatch's mean of q(y|x). The categorical adversary judges one code at a time, so a category the
+    # encoder has stopped using gets no gradient back (a dropped mode); this term pulls the batch's category
+    # usage back towards uniform (the marginal-entropy term of RIM / IMSAT, Krause et al. 2010, Hu et al. 2017).
+    cluster_balance: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_num_classes(self.num_classes)
+        if self.cluster_balance < 0:
+            raise ConfigError(f"model.cluster_balance must be >= 0, got {self.cluster_balance}")
         if self.label_shift < 0:
             raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
         if not 0 <= self.label_rotation <= 180:
@@ -728,6 +739,14 @@ class SemiSupervisedAAE(_AAEBase):
         logits, z = self.encode_parts(batch.x)
         dev = z.device
         return [self.category_prior.sample(n, device=dev), self.prior.sample(n, device=dev)], [logits.softmax(1), z]
+
+    def generator_penalty(self, fake: list[Tensor]) -> Tensor | float:
+        """λ·KL(q̄(y) || U(K)) = λ·Σ_k q̄_k log(K q̄_k), q̄ = the batch's mean of q(y|x) (``cluster_balance``)."""
+        lam = self.config.cluster_balance
+        if not lam:
+            return 0.0
+        q_bar = fake[0].mean(0)
+        return lam * torch.xlogy(q_bar, q_bar * q_bar.numel()).sum()
 
     def predict_proba(self, x: Tensor) -> Tensor:
         return self.encode_parts(x)[0].softmax(1)
