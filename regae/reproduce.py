@@ -617,6 +617,7 @@ NEUTRAL = {
         "input_elastic": 0.0,
         "input_elastic_sigma": 4.0,
         "input_stroke": 0.0,
+        "cluster_balance": 0.0,
     },
     "train": {"fit_schedule": False},
 }
