@@ -542,7 +542,7 @@ def test_cluster_balance_adds_the_kl_of_the_batch_cluster_usage_to_uniform():
     two = torch.eye(4)[torch.tensor([0, 1, 0, 1, 0, 1])]
     torch.testing.assert_close(m.generator_penalty([two]), torch.tensor(2.0 * math.log(2)))
 
-    # the generator phase carries it, with its gradient into q(y|x) only through the batch's mean usage
+    # the generator phase adds exactly this term, on the batch's encoded q(y|x)
     batch = Batch(splits.train.x[:50])
     torch.manual_seed(1)
     with_term = m.generator_loss(batch)
