@@ -517,7 +517,14 @@ def reproduce(
 
     targets = select(paper, only)
     per_seed = [[f"seed={s}", f"data.seed={s}"] for s in seeds] if seeds else [[]]
-    share = budget_minutes / (len(targets) * len(per_seed))
+    runs = len(targets) * len(per_seed)
+    share = budget_minutes / runs
+    if runs > 1:  # a common surprise: the budget is the whole command's, not each run's
+        print(
+            f"the budget of {budget_minutes:g} min is shared by {runs} runs: {share:.3g} min each "
+            "(one process per seed, `--seeds S`, gives each run the whole budget)",
+            file=sys.stderr,
+        )
     for t in targets:
         short = t.experiment.removeprefix(paper + "-")
         for seed_overrides in per_seed:
@@ -551,8 +558,34 @@ def reproduce(
             info["test"] = metrics
             info["reproduce"] = {"budget_minutes": share, "schedule_epochs": cfg.train.epochs}
             atomic_write_text(run_dir / "run.json", json.dumps(info, indent=1))
+            if warning := budget_cut(info, cfg.train.epochs, cfg.train.max_steps, runs):
+                print(f"{run_dir.name}: {warning}", file=sys.stderr)
             refresh_records(paper, Path(out_dir), Path(report_dir))  # a later crash loses no finished row
     return write_report(paper, Path(report_dir))
+
+
+def budget_cut(info: dict, schedule_epochs: int, max_steps: int | None, runs: int) -> str | None:
+    """Why a reproduction run stopped short of its schedule, if its share of the budget stopped it.
+
+    Runs that finished the schedule, stopped at the user's ``max_steps``, or ran a schedule compressed to
+    the budget (``fit_schedule``) return None. The row's epochs column says the same; this says it when the
+    run ends, with what to change.
+    """
+    from regae.run import schedule_shortened
+
+    done, steps = float(info.get("epochs_done", 0)), int(info.get("steps", 0))
+    if done >= schedule_epochs - 1e-6 or (max_steps and steps >= max_steps) or schedule_shortened(info):
+        return None
+    share = float(info["reproduce"]["budget_minutes"])
+    hint = (
+        f"the budget is shared by {runs} runs in this command; one process per seed or a longer --budget"
+        if runs > 1
+        else "a longer --budget"
+    )
+    return (
+        f"stopped at {done:g} of {schedule_epochs} epochs when its share of the budget ({share:.3g} min) ran "
+        f"out; {hint} lets it go further"
+    )
 
 
 def rescore(

@@ -165,7 +165,7 @@ def test_seed_parsing_and_run_names():
 
 
 @pytest.mark.slow
-def test_seeds_pool_into_one_row_of_mean_and_sd(tmp_path):
+def test_seeds_pool_into_one_row_of_mean_and_sd(tmp_path, capsys):
     """`--seeds 0-2`: three runs (seed and labeled subset changing together), one row of their mean ± sd; a
     later call adds seeds to the same recipe; a changed recipe starts the row afresh."""
     import statistics
@@ -176,6 +176,7 @@ def test_seeds_pool_into_one_row_of_mean_and_sd(tmp_path):
         main(["reproduce", "aae", "--quiet", "--out", str(tmp_path / "runs"), "--report-dir", str(tmp_path), *args])
 
     run("--budget", "0.3m", "--only", "semi-100", "--seeds", "0-1", *TINY, "max_steps=4")
+    assert "the budget of 0.3 min is shared by 2 runs: 0.15 min each" in capsys.readouterr().err
     run("--budget", "0.1m", "--only", "semi-100", "--seeds", "2", *TINY, "max_steps=4")
     record = json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())
     runs = record["runs"]
@@ -201,6 +202,22 @@ def test_seeds_pool_into_one_row_of_mean_and_sd(tmp_path):
     # and the older runs of the first recipe, still in runs/, do not come back on a rebuild
     run("--report-only")
     assert len(json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())["runs"]) == 1
+
+
+def test_a_run_cut_by_its_share_of_the_budget_says_so_and_what_to_change():
+    from regae.reproduce import budget_cut
+
+    def info(epochs_done, steps=100, **extra):
+        return {"epochs_done": epochs_done, "steps": steps, "reproduce": {"budget_minutes": 22.5}, **extra}
+
+    shared = budget_cut(info(23.8), 30, None, runs=2)
+    assert shared.startswith("stopped at 23.8 of 30 epochs when its share of the budget (22.5 min) ran out")
+    assert "shared by 2 runs" in shared and "one process per seed" in shared
+    assert "shared" not in budget_cut(info(23.8), 30, None, runs=1) and "longer --budget" in shared
+    assert budget_cut(info(30.0), 30, None, runs=2) is None  # finished its schedule
+    assert budget_cut(info(1.33, steps=4), 5000, 4, runs=2) is None  # stopped by the user's max_steps
+    fitted = info(4.0, fitted_steps=2000, planned_steps=2500000)
+    assert budget_cut(fitted, 5000, None, runs=1) is None  # fit_schedule ran the whole schedule, compressed
 
 
 def test_a_corrupt_record_is_a_clear_error(tmp_path, capsys):
