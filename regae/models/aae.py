@@ -272,7 +272,7 @@ class _AAEBase(Autoencoder):
                 logits.append(D(f))
             adv = adv + generator_loss(logits[-1])
         self._joint = (batch.x, real, [f.detach() for f in fake], logits if reuse else None)
-        loss = recon + self.config.adversarial_weight * adv
+        loss = recon + self.config.adversarial_weight * adv + self.generator_penalty(fake)
         return loss, {"reconstruction": recon.detach(), "adversarial": adv.detach()}
 
     def discriminator_loss(self, batch: Batch) -> Tensor:
