@@ -214,14 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="run a paper's experiments within a budget; write reports/<paper>.md")
     s.add_argument("paper", choices=["aae"])
-    s.add_argument("--budget", default="30m", help="total training time, e.g. 30m, 2h (split over experiments)")
+    s.add_argument(
+        "--budget",
+        default="30m",
+        help="total training time of the command, e.g. 30m, 2h, split equally over its experiments and seeds",
+    )
     s.add_argument("--only", action="append", help="experiment(s), e.g. semi-100 or semi-100,cluster-16")
     s.add_argument(
         "--seeds",
         help="run each experiment once per seed (seed and data.seed), e.g. 0-4 or 0,3; the row is mean ± sd",
     )
-    s.add_argument("--out", default="runs/reproduce")
-    s.add_argument("--report-dir", default="reports")
+    s.add_argument("--out", default="runs/reproduce", help="where the run folders go (default runs/reproduce)")
+    s.add_argument("--report-dir", default="reports", help="where <paper>.md and its records go (default reports)")
     s.add_argument(
         "--report-only",
         action="store_true",
@@ -233,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score the finished runs in --out again with this regae (e.g. after a metric fix), no training; "
         "each run.json keeps its figures before as test_before_rescore",
     )
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every experiment")
     s.set_defaults(fn=cmd_reproduce)
 
