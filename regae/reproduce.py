@@ -522,7 +522,7 @@ def reproduce(
     if runs > 1:  # a common surprise: the budget is the whole command's, not each run's
         print(
             f"the budget of {budget_minutes:g} min is shared by {runs} runs: {share:.3g} min each "
-            "(one process per seed, `--seeds S`, gives each run the whole budget)",
+            "(one command per experiment and seed, `--only X --seeds S`, gives each run the whole budget)",
             file=sys.stderr,
         )
     for t in targets:
@@ -578,7 +578,7 @@ def budget_cut(info: dict, schedule_epochs: int, max_steps: int | None, runs: in
         return None
     share = float(info["reproduce"]["budget_minutes"])
     hint = (
-        f"the budget is shared by {runs} runs in this command; one process per seed or a longer --budget"
+        f"the budget is shared by {runs} runs in this command; one command per experiment and seed or a longer --budget"
         if runs > 1
         else "a longer --budget"
     )

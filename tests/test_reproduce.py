@@ -212,8 +212,9 @@ def test_a_run_cut_by_its_share_of_the_budget_says_so_and_what_to_change():
 
     shared = budget_cut(info(23.8), 30, None, runs=2)
     assert shared.startswith("stopped at 23.8 of 30 epochs when its share of the budget (22.5 min) ran out")
-    assert "shared by 2 runs" in shared and "one process per seed" in shared
-    assert "shared" not in budget_cut(info(23.8), 30, None, runs=1) and "longer --budget" in shared
+    assert "shared by 2 runs" in shared and "one command per experiment and seed" in shared
+    alone = budget_cut(info(23.8), 30, None, runs=1)
+    assert "shared" not in alone and alone.endswith("out; a longer --budget lets it go further")
     assert budget_cut(info(30.0), 30, None, runs=2) is None  # finished its schedule
     assert budget_cut(info(1.33, steps=4), 5000, 4, runs=2) is None  # stopped by the user's max_steps
     fitted = info(4.0, fitted_steps=2000, planned_steps=2500000)
