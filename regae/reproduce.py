@@ -513,7 +513,7 @@ def reproduce(
     equally among all runs. Each finished run is added to its experiment's record (see
     :func:`refresh_records`), so the report keeps every row measured before, in this checkout or another.
     """
-    from regae.run import resume, train
+    from regae.run import RESUME_KEYS, resume, train
 
     targets = select(paper, only)
     per_seed = [[f"seed={s}", f"data.seed={s}"] for s in seeds] if seeds else [[]]
@@ -548,10 +548,19 @@ def reproduce(
             run_dir = Path(out_dir) / cfg.train.name
             if resumable(run_dir, cfg):  # killed before it finished (e.g. the session ended): continue it
                 print(f"continuing {run_dir} from its latest checkpoint", file=sys.stderr)
-                run_dir = resume(run_dir, [f"progress={str(progress).lower()}", f"max_minutes={share * 0.9:.4g}"])
+                # this call's say on how long and where (max_steps=..., num_threads=...) holds, not the killed one's
+                where = [
+                    f"{k}={json.dumps(getattr(cfg.train, k))}"
+                    for k in RESUME_KEYS
+                    if k not in ("epochs", "max_minutes", "progress")
+                ]
+                run_dir = resume(
+                    run_dir, [*where, f"progress={str(progress).lower()}", f"max_minutes={share * 0.9:.4g}"]
+                )
             else:
                 run_dir = train(cfg, command=command)
             info = json.loads((run_dir / "run.json").read_text())
+            info["command"] = command  # a continued run was finished by this call, under its limits
             metrics = dict(info.get("test", {}))
             if t.metric == "test/parzen":
                 metrics.update(parzen_metric(run_dir))

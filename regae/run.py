@@ -138,6 +138,24 @@ def train(cfg: ExperimentConfig, *, command: str | None = None) -> Path:
     return _fit_and_finish(cfg, run_dir, fabric, model, splits, resume_from=None)
 
 
+# What `resume` may change: how long and where a run trains, never what it trains.
+RESUME_KEYS = (
+    "epochs",
+    "max_steps",
+    "max_minutes",
+    "progress",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "keep_last",
+    "num_threads",
+    "accelerator",
+    "devices",
+    "strategy",
+)
+
+
 def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
     """Continue a killed or finished run from its latest checkpoint (``overrides`` may extend it)."""
     run_dir = Path(run_dir)
@@ -147,21 +165,7 @@ def resume(run_dir: str | Path, overrides: list[str] | None = None) -> Path:
         from regae.config import apply_overrides
 
         for o in overrides:
-            if o.split("=", 1)[0].removeprefix("train.") not in (
-                "epochs",
-                "max_steps",
-                "max_minutes",
-                "progress",
-                "log_every",
-                "eval_every",
-                "checkpoint_every",
-                "checkpoint_minutes",
-                "keep_last",
-                "num_threads",
-                "accelerator",
-                "devices",
-                "strategy",
-            ):
+            if o.split("=", 1)[0].removeprefix("train.") not in RESUME_KEYS:
                 raise ConfigError(f"resume can only change how long and where a run trains, not {o!r}")
         cfg = build_experiment(apply_overrides(raw, overrides), cfg.experiment)
     fabric = make_fabric(cfg)

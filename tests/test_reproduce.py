@@ -260,9 +260,9 @@ def test_a_killed_reproduction_run_is_continued_not_restarted(tmp_path):
         (run_dir / "run.json").write_text(json.dumps(info))
         return run_dir
 
-    def again():
+    def again(*extra: str):
         reproduce("aae", budget_minutes=0.2, only=["semi-100"], out_dir=runs, report_dir=tmp_path, progress=False,
-                  overrides=common)  # fmt: skip
+                  overrides=[*common, *extra])  # fmt: skip
         return json.loads((runs / "aae-semi-100" / "run.json").read_text())
 
     killed_run()
@@ -271,6 +271,14 @@ def test_a_killed_reproduction_run_is_continued_not_restarted(tmp_path):
     assert info["status"] == "finished" and info["steps"] == 8 and "reproduce" in info
     record = json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())
     assert [r["steps"] for r in record["runs"]] == [8]
+
+    # how long is the continuing call's to say: its max_steps holds, not the one the killed run was started with
+    killed_run()
+    info = again("max_steps=6")
+    assert info["resumed_from"].endswith("step-00000004") and info["steps"] == 6
+    assert "max_steps=6" in info["command"]
+    record = json.loads((tmp_path / "aae" / "aae-semi-100" / "result.json").read_text())
+    assert [r["steps"] for r in record["runs"]] == [6] and "max_steps=6" in record["runs"][0]["command"]
 
     killed_run("hidden=[24]")  # another recipe: its checkpoint cannot continue this one
     info = again()
