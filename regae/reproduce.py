@@ -36,6 +36,9 @@ class Target:
 SHORT = "short recipe (Adam, cosine LR, ±2 px shifts of the labeled batch)"
 AFFINE = "plus ±25° rotations and ±15 % zooms of the labeled batch"
 WARP = "the encoder's input warped (±15° rotations, ±10 % zooms; the decoder reconstructs the clean image)"
+CONSISTENCY = (
+    "beyond the paper: q(y|x) kept under a second warp of each image (IMSAT's self-augmented training, λ 0.3)"
+)
 
 PAPERS: dict[str, list[Target]] = {
     "aae": [
@@ -252,6 +255,22 @@ PAPERS: dict[str, list[Target]] = {
             "aae-cluster-16-warp-style4-long",
             f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 4-D "
             "style code (A.3: 5-D), about twice the training time",
+            "test/error",
+            9.55,
+            "%",
+        ),
+        Target(
+            "aae-cluster-30-warp-style2-consistency",
+            f"unsupervised clustering, 30 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 2-D "
+            f"style code (A.3: 5-D), {CONSISTENCY}",
+            "test/error",
+            4.10,
+            "%",
+        ),
+        Target(
+            "aae-cluster-16-warp-style4-consistency",
+            f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 4-D "
+            f"style code (A.3: 5-D), {CONSISTENCY}",
             "test/error",
             9.55,
             "%",
@@ -660,6 +679,7 @@ NEUTRAL = {
         "input_elastic_sigma": 4.0,
         "input_stroke": 0.0,
         "cluster_balance": 0.0,
+        "cluster_consistency": 0.0,
     },
     "train": {"fit_schedule": False},
 }

@@ -533,29 +533,65 @@ def test_category_temperature_relaxes_the_adversarys_one_hots_only():
         _cfg({"type": "semi-supervised-aae", "category_temperature": -0.1}, {"labels_per_class": 5})
 
 
+def _added_by_generator_phase(m, batch: Batch, key: str):
+    """(the generator phase's loss minus the same loss with model.<key> = 0, the encoded codes of that
+    pass); the RNG is left as that pass left it, so a penalty computed next draws what the phase drew."""
+    value = getattr(m.config, key)
+    torch.manual_seed(1)
+    with_term = m.generator_loss(batch)
+    setattr(m.config, key, 0.0)
+    torch.manual_seed(1)
+    without = m.generator_loss(batch)
+    setattr(m.config, key, value)
+    torch.manual_seed(1)
+    return with_term - without, m.adversarial_codes(batch)[1]
+
+
 def test_cluster_balance_adds_the_kl_of_the_batch_cluster_usage_to_uniform():
     torch.manual_seed(0)
     m, splits = _model({"type": "clustering-aae", "num_classes": 4, "cluster_balance": 2.0})
     uniform = torch.full((6, 4), 0.25)
-    torch.testing.assert_close(m.generator_penalty([uniform]), torch.tensor(0.0))
+    torch.testing.assert_close(m.generator_penalty(None, [uniform]), torch.tensor(0.0))
     # each row confident, but the batch uses only clusters 0 and 1: KL((½, ½, 0, 0) || U(4)) = log 2
     two = torch.eye(4)[torch.tensor([0, 1, 0, 1, 0, 1])]
-    torch.testing.assert_close(m.generator_penalty([two]), torch.tensor(2.0 * math.log(2)))
+    torch.testing.assert_close(m.generator_penalty(None, [two]), torch.tensor(2.0 * math.log(2)))
 
     # the generator phase adds exactly this term, on the batch's encoded q(y|x)
-    batch = Batch(splits.train.x[:50])
-    torch.manual_seed(1)
-    with_term = m.generator_loss(batch)
-    m.config.cluster_balance = 0.0
-    torch.manual_seed(1)
-    without = m.generator_loss(batch)
-    torch.manual_seed(1)
-    q_bar = m.adversarial_codes(batch)[1][0].mean(0)
+    added, fake = _added_by_generator_phase(m, Batch(splits.train.x[:50]), "cluster_balance")
+    q_bar = fake[0].mean(0)
     expected = 2.0 * (q_bar * (4 * q_bar).log()).sum()
-    torch.testing.assert_close(with_term - without, expected, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(added, expected, rtol=1e-4, atol=1e-6)
     assert expected > 0
     with pytest.raises(ConfigError, match="cluster_balance"):
         _cfg({"type": "clustering-aae", "cluster_balance": -1.0})
+
+
+def test_cluster_consistency_adds_the_kl_between_two_corruptions_of_each_image():
+    torch.manual_seed(0)
+    cfg = {"type": "clustering-aae", "num_classes": 4, "cluster_consistency": 3.0, "input_rotation": 15.0}
+    m, splits = _model(cfg)
+    m.train()
+    batch = Batch(splits.train.x[:50])
+    q1 = m.adversarial_codes(batch)[1][0]
+    # λ·KL(q(y|x') || q(y|x'')), x'' a fresh warp and dropout of each image
+    torch.manual_seed(2)
+    same = m.generator_penalty(batch, [q1])
+    torch.manual_seed(2)
+    q2 = m.encode_parts(batch.x)[0].softmax(1)
+    torch.testing.assert_close(same, 3.0 * (q1 * (q1 / q2).log()).sum(1).mean(), rtol=1e-4, atol=1e-6)
+    assert same > 0  # two warps and dropouts of an image disagree a little at initialisation
+
+    # the gradient reaches q(y|x'') only: the target view is held fixed
+    q1 = q1.detach().requires_grad_(True)
+    m.generator_penalty(batch, [q1]).backward()
+    assert q1.grad is None or q1.grad.abs().sum() == 0
+    assert m.y_head[0].weight.grad.abs().sum() > 0
+
+    # and the generator phase adds exactly this term
+    added, fake = _added_by_generator_phase(m, batch, "cluster_consistency")
+    torch.testing.assert_close(added, m.generator_penalty(batch, fake), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="cluster_consistency"):
+        _cfg({"type": "clustering-aae", "cluster_consistency": -1.0})
 
 
 def test_frozen_discriminator_passes_gradient_to_its_input_only():

@@ -272,7 +272,7 @@ class _AAEBase(Autoencoder):
                 logits.append(D(f))
             adv = adv + generator_loss(logits[-1])
         self._joint = (batch.x, real, [f.detach() for f in fake], logits if reuse else None)
-        loss = recon + self.config.adversarial_weight * adv + self.generator_penalty(fake)
+        loss = recon + self.config.adversarial_weight * adv + self.generator_penalty(batch, fake)
         return loss, {"reconstruction": recon.detach(), "adversarial": adv.detach()}
 
     def discriminator_loss(self, batch: Batch) -> Tensor:
@@ -306,9 +306,9 @@ class _AAEBase(Autoencoder):
         for D, f in zip(self.adversaries(), fake):
             with frozen(D, enable=not _distributed()):
                 loss = loss + generator_loss(D(f))
-        return loss + self.generator_penalty(fake)
+        return loss + self.generator_penalty(batch, fake)
 
-    def generator_penalty(self, fake: list[Tensor]) -> Tensor | float:
+    def generator_penalty(self, batch: Batch, fake: list[Tensor]) -> Tensor | float:
         """An extra term on the encoded codes in the generator phase (none in the paper's AAE)."""
         return 0.0
 
@@ -642,12 +642,19 @@ class SemiSupervisedAAEConfig(AAEConfig):
     # encoder has stopped using gets no gradient back (a dropped mode); this term pulls the batch's category
     # usage back towards uniform (the marginal-entropy term of RIM / IMSAT, Krause et al. 2010, Hu et al. 2017).
     cluster_balance: float = 0.0
+    # Not in the paper (named in reports when used): λ of KL(q(y|x') || q(y|x'')) in the generator phase,
+    # x' and x'' two independently corrupted copies of each image (the input warp and dropout), the first
+    # held fixed: the self-augmented training of IMSAT (Hu et al. 2017). The adversary asks each q(y|x) to
+    # be one-hot but not that an image keep its category under a small rotation; this term asks exactly that.
+    cluster_consistency: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_num_classes(self.num_classes)
         if self.cluster_balance < 0:
             raise ConfigError(f"model.cluster_balance must be >= 0, got {self.cluster_balance}")
+        if self.cluster_consistency < 0:
+            raise ConfigError(f"model.cluster_consistency must be >= 0, got {self.cluster_consistency}")
         if self.label_shift < 0:
             raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
         if not 0 <= self.label_rotation <= 180:
@@ -740,13 +747,21 @@ class SemiSupervisedAAE(_AAEBase):
         dev = z.device
         return [self.category_prior.sample(n, device=dev), self.prior.sample(n, device=dev)], [logits.softmax(1), z]
 
-    def generator_penalty(self, fake: list[Tensor]) -> Tensor | float:
-        """λ·KL(q̄(y) || U(K)) = λ·Σ_k q̄_k log(K q̄_k), q̄ = the batch's mean of q(y|x) (``cluster_balance``)."""
-        lam = self.config.cluster_balance
-        if not lam:
-            return 0.0
-        q_bar = fake[0].mean(0)
-        return lam * torch.xlogy(q_bar, q_bar * q_bar.numel()).sum()
+    def generator_penalty(self, batch: Batch, fake: list[Tensor]) -> Tensor | float:
+        """λ_b·KL(q̄(y) || U(K)) = λ_b·Σ_k q̄_k log(K q̄_k), q̄ = the batch's mean of q(y|x)
+        (``cluster_balance``), plus λ_c·mean KL(q(y|x') || q(y|x'')) over the batch, x'' a second
+        corruption of each image and q(y|x') the encoded codes held fixed (``cluster_consistency``)."""
+        c, q = self.config, fake[0]
+        penalty = 0.0
+        if c.cluster_balance:
+            q_bar = q.mean(0)
+            penalty = c.cluster_balance * torch.xlogy(q_bar, q_bar * q_bar.numel()).sum()
+        if c.cluster_consistency:
+            target = q.detach()
+            log_q2 = self.encode_parts(batch.x)[0].log_softmax(1)
+            kl = (torch.xlogy(target, target) - target * log_q2).sum(1).mean()
+            penalty = penalty + c.cluster_consistency * kl
+        return penalty
 
     def predict_proba(self, x: Tensor) -> Tensor:
         return self.encode_parts(x)[0].softmax(1)
