@@ -266,6 +266,14 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
+            "aae-cluster-30-warp-style2-consistency-balance",
+            f"unsupervised clustering, 30 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 2-D "
+            f"style code (A.3: 5-D), {CONSISTENCY}, and the minibatch's cluster usage pulled to uniform (λ 1)",
+            "test/error",
+            4.10,
+            "%",
+        ),
+        Target(
             "aae-cluster-16-warp-style4-consistency",
             f"unsupervised clustering, 16 clusters (table 3): A.3's recipe, 1000-unit layers, {WARP}, a 4-D "
             f"style code (A.3: 5-D), {CONSISTENCY}",
