@@ -592,6 +592,9 @@ def test_cluster_consistency_adds_the_kl_between_two_corruptions_of_each_image()
     torch.testing.assert_close(added, m.generator_penalty(batch, fake), rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="cluster_consistency"):
         _cfg({"type": "clustering-aae", "cluster_consistency": -1.0})
+    with pytest.raises(ConfigError, match="nothing corrupts the input"):  # both views would be x: KL = 0
+        _cfg({"type": "clustering-aae", "cluster_consistency": 0.3, "input_dropout": 0.0})
+    _cfg({"type": "clustering-aae", "cluster_consistency": 0.3, "input_dropout": 0.2})  # dropout alone will do
 
 
 def test_frozen_discriminator_passes_gradient_to_its_input_only():

@@ -200,6 +200,20 @@ def test_clusterer_labels_on_digits(digits):
     assert normalized_mutual_info_score(y, km.labels_) > 0.1  # chance: ~0 (about 0.2-0.35 in practice)
 
 
+def test_clusterer_passes_the_balance_and_consistency_terms_to_the_model():
+    X, _ = blobs(n=40)
+    km = AAEClusterer(n_clusters=3, balance=1.0, consistency=0.3, **SMALL).fit(X)
+    assert km.model_.config.cluster_balance == 1.0 and km.model_.config.cluster_consistency == 0.3
+    assert km.labels_.shape == (40,)
+    for bad in (-1.0, float("nan"), float("inf"), "0.3", True):
+        with pytest.raises(ValueError, match="balance must be a finite number"):
+            AAEClusterer(n_clusters=3, balance=bad, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="consistency must be a finite number"):
+        AAEClusterer(n_clusters=3, consistency=-0.1, **SMALL).fit(X)
+    with pytest.raises(ValueError, match="input_dropout or input_noise_std"):
+        AAEClusterer(n_clusters=3, consistency=0.3, input_dropout=0.0, **SMALL).fit(X)
+
+
 def test_clusterer_with_one_cluster_is_a_plain_aae():
     X, _ = blobs(n=20)
     km = AAEClusterer(n_clusters=1, **SMALL).fit(X)

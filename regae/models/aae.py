@@ -655,6 +655,12 @@ class SemiSupervisedAAEConfig(AAEConfig):
             raise ConfigError(f"model.cluster_balance must be >= 0, got {self.cluster_balance}")
         if self.cluster_consistency < 0:
             raise ConfigError(f"model.cluster_consistency must be >= 0, got {self.cluster_consistency}")
+        corrupted = self.input_warp or self.input_noise_std or self.input_dropout or self.encoder == "universal"
+        if self.cluster_consistency and not corrupted:
+            raise ConfigError(
+                "model.cluster_consistency compares q(y|x) under two random corruptions of x, but nothing "
+                "corrupts the input: set input_dropout, input_noise_std or an input warp (or encoder: universal)"
+            )
         if self.label_shift < 0:
             raise ConfigError(f"model.label_shift must be >= 0 pixels, got {self.label_shift}")
         if not 0 <= self.label_rotation <= 180:
