@@ -332,6 +332,14 @@ PAPERS: dict[str, list[Target]] = {
             "%",
         ),
         Target(
+            "aae-dimred-2d-unsup-20-warp-consistency-balance",
+            f"2-D unsupervised embedding, 20 clusters (fig. 11c; Adam, §6 protocol): {WARP}, {CONSISTENCY}, and "
+            "the minibatch's cluster usage pulled to uniform (λ 1)",
+            "test/error",
+            13.95,
+            "%",
+        ),
+        Target(
             "aae-dimred-2d-unsup-20-ema",
             "2-D unsupervised embedding, 20 clusters (fig. 11c; Adam, §6 protocol), scored on a moving average "
             "of the weights (EMA 0.999)",
