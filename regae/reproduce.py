@@ -675,6 +675,8 @@ def rescore(
 # runs of one recipe, one per (seed, data seed); the report's row is their mean ± standard deviation.
 
 RECORD = "result.json"
+RECORDS_LOCK = ".records.lock"  # held while a command merges its runs into a paper's records
+RECORDS_LOCK_TIMEOUT = 600.0  # seconds; an update takes well under one, so a longer wait is a stuck process
 
 # Config keys that say how long, where, or under which name a run trained, not what it trained. Runs of one
 # experiment that differ only in these and in their seeds are runs of one recipe, pooled in one row; a run of
@@ -787,7 +789,27 @@ def refresh_records(paper: str, out_dir: Path, report_dir: Path) -> None:
     A run replaces the record's run of the same (seed, data seed) when it finished later. A run of another
     recipe than the record's, if newer than all of its runs, starts the record afresh (a changed config makes
     the old runs another experiment); an older one is left out. The figures are those of the record's
-    lowest seed among the runs found here."""
+    lowest seed among the runs found here.
+
+    Several ``regae reproduce`` commands (one per seed, side by side) may finish together: each reads,
+    merges and rewrites the same records, so the whole update holds a file lock (an OS lock, released if
+    the process dies) and a second command waits for the first instead of losing its run."""
+    from filelock import FileLock, Timeout
+
+    lock_path = report_dir / paper / RECORDS_LOCK
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(lock_path, timeout=RECORDS_LOCK_TIMEOUT):
+            _refresh_records(paper, out_dir, report_dir)
+    except Timeout:
+        raise RuntimeError(
+            f"another regae reproduce has been writing the records in {lock_path.parent} for over "
+            f"{RECORDS_LOCK_TIMEOUT:g} s (lock {lock_path}); the runs are finished: `regae reproduce {paper} "
+            "--report-only` adds them once it is done"
+        ) from None
+
+
+def _refresh_records(paper: str, out_dir: Path, report_dir: Path) -> None:
     for t in PAPERS[paper]:
         found = finished_runs(t, out_dir)
         if not found:
@@ -816,7 +838,7 @@ def refresh_records(paper: str, out_dir: Path, report_dir: Path) -> None:
                 if figs:  # copied next to the report, so it stands alone
                     dest.mkdir(parents=True, exist_ok=True)
                     for old_fig in dest.glob("*.png"):
-                        old_fig.unlink()
+                        old_fig.unlink(missing_ok=True)
                     for f in figs:
                         shutil.copyfile(f, dest / f.name)
                     record["figures_from"] = r["run"]

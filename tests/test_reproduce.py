@@ -417,3 +417,21 @@ def test_rescore_scores_finished_runs_again_without_training_and_keeps_the_old_f
     assert "99.00" not in row and "re-scored 20" in row and "; mean NMI " in row and "mean majority-vote error" in row
     record = json.loads((reports / "aae" / "aae-cluster-16" / "result.json").read_text())
     assert record["runs"][1]["test_before_rescore"]["test/error"] == 99
+
+
+def test_records_are_merged_under_a_lock_so_side_by_side_commands_lose_no_run(tmp_path, monkeypatch):
+    # two `regae reproduce --seeds S` commands that finish together both read, merge and rewrite one record;
+    # unlocked, the later write can drop the other's run (and one crashed unlinking the other's figures)
+    from filelock import FileLock
+
+    import regae.reproduce as rp
+
+    lock = tmp_path / "reports" / "aae" / rp.RECORDS_LOCK
+    lock.parent.mkdir(parents=True)
+    monkeypatch.setattr(rp, "RECORDS_LOCK_TIMEOUT", 0.2)
+    with FileLock(lock):  # another command is writing the records
+        with pytest.raises(RuntimeError, match="another regae reproduce.*--report-only"):
+            rp.refresh_records("aae", tmp_path / "runs", tmp_path / "reports")
+    rp.refresh_records("aae", tmp_path / "runs", tmp_path / "reports")  # free again: goes ahead
+    with FileLock(lock, timeout=0):  # and has let go (Timeout otherwise)
+        pass
